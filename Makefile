@@ -1,0 +1,40 @@
+# Thin wrapper over CMake (redis-style root Makefile). See README.md.
+BUILD ?= build
+GEN := $(shell command -v ninja >/dev/null 2>&1 && echo "-G Ninja")
+DATA ?= $(HOME)/.local/share/ciel
+
+.PHONY: all deps build up down check test asan fuzz bench format clean
+
+all: build
+
+deps:
+	@bash scripts/deps.sh
+
+$(BUILD)/build.ninja $(BUILD)/Makefile:
+	cmake -S . -B $(BUILD) $(GEN) -DCMAKE_BUILD_TYPE=RelWithDebInfo
+
+build: deps $(BUILD)/build.ninja
+	cmake --build $(BUILD)
+
+# An all-in-one region on this machine, embedded store, three zones.
+up: build
+	$(BUILD)/ciel up --data $(DATA)
+
+down:
+	$(BUILD)/ciel down --data $(DATA)
+
+# The whole suite: unit + integration, again under ASan+UBSan, then bounded fuzz runs.
+check: deps
+	@bash scripts/check.sh
+
+test: build
+	cd $(BUILD) && ctest --output-on-failure
+
+bench: build
+	@bash scripts/bench.sh
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+clean:
+	rm -rf build build-asan build-fuzz
