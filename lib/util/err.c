@@ -88,7 +88,7 @@ int ciel_err_sys(struct ciel_err *err, int code, int errnum, const char *fmt, ..
 
 void ciel_err_prefix(struct ciel_err *err, const char *fmt, ...)
 {
-	char pre[256], old[sizeof(err->msg)];
+	char pre[200], old[sizeof(err->msg)];
 	va_list ap;
 
 	if (!err)
@@ -97,7 +97,7 @@ void ciel_err_prefix(struct ciel_err *err, const char *fmt, ...)
 	vsnprintf(pre, sizeof(pre), fmt, ap);
 	va_end(ap);
 	memcpy(old, err->msg, sizeof(old));
-	snprintf(err->msg, sizeof(err->msg), "%s%s", pre, old);
+	snprintf(err->msg, sizeof(err->msg), "%s%.*s", pre, (int)(sizeof(err->msg) - 1 - strlen(pre)), old);
 }
 
 void ciel_err_clear(struct ciel_err *err)

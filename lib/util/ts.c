@@ -29,12 +29,16 @@ int64_t ts_mono_us(void)
 void ts_format(int64_t ms, char out[TS_RFC3339_LEN])
 {
 	time_t s = (time_t)(ms / 1000);
+	char tmp[96];
 	struct tm tm;
 
 	gmtime_r(&s, &tm);
-	snprintf(out, TS_RFC3339_LEN, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
+	/* a scratch buffer: gcc cannot bound struct tm's ints, the calendar can */
+	snprintf(tmp, sizeof(tmp), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
 		 (tm.tm_year + 1900) % 10000, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
 		 tm.tm_sec, (int)(ms % 1000));
+	memcpy(out, tmp, TS_RFC3339_LEN - 1);
+	out[TS_RFC3339_LEN - 1] = '\0';
 }
 
 static int digits(const char **p, int n, int *out)

@@ -1,0 +1,177 @@
+/*
+ * api — the control-plane request pipeline, independent of the HTTP server.
+ *
+ * Every request goes through api_handle(), in this order:
+ *   route (404/405) → authenticate (signature, date, replay, key scope)
+ *   → authorise (role) → handler → audit event → answer.
+ * The audit event is durable before the answer is sent, for every outcome:
+ * a handler that changes state commits its ops together with the event
+ * (api_commit); for reads and refusals the pipeline records the event on its
+ * own. If the event cannot be written the client gets 503, never a success
+ * without a trail.
+ *
+ * Handlers live in iam.c (tenants, principals, keys, quotas), fleet.c
+ * (region, zones, nodes) and trail.c (audit); each exports its route table.
+ */
+#ifndef CIEL_API_H
+#define CIEL_API_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "audit/audit.h"
+#include "auth/sign.h"
+#include "crypto/seal.h"
+#include "store/store.h"
+#include "util/err.h"
+
+#define API_BODY_MAX (1u << 20)
+#define API_NAME_MAX 64
+#define API_MAX_PARAMS 2
+
+enum api_role {
+	ROLE_NONE = 0,
+	ROLE_READER = 1 << 0,
+	ROLE_MEMBER = 1 << 1,
+	ROLE_ADMIN = 1 << 2,
+	ROLE_OPERATOR = 1 << 3,
+	ROLE_NODE = 1 << 4,
+};
+#define ROLE_TENANT_ANY (ROLE_READER | ROLE_MEMBER | ROLE_ADMIN)
+#define ROLE_ANY (ROLE_TENANT_ANY | ROLE_OPERATOR)
+
+/* Role name <-> bit; -1/NULL if unknown. */
+int api_role_parse(const char *name);
+const char *api_role_name(int role);
+
+struct api_config {
+	const char *region_name;
+	int node_timeout_s;   /* heartbeat age after which a node is NotReady */
+	int insecure_http;    /* only for the record in /v1/region */
+};
+
+struct metrics;
+
+struct api {
+	struct store *store;
+	struct audit *audit;
+	struct sign_replay *replay;
+	struct metrics *metrics;
+	unsigned char master_key[SEAL_KEY_LEN];
+	struct api_config cfg;
+};
+
+/* Who sent a request, once authenticated. */
+struct api_who {
+	int role;                          /* ROLE_NONE until authenticated */
+	char tenant[API_NAME_MAX + 1];     /* key's tenant, "region" for operator and nodes */
+	char principal[API_NAME_MAX + 1];
+	char key_id[SIGN_KEY_ID_MAX + 1];  /* claimed key id, kept even when refused */
+};
+
+struct api_req {
+	/* set by the HTTP layer; borrowed */
+	const char *method;
+	const char *raw_path;              /* as sent, percent-encoded, no query */
+	const char *raw_query;             /* without '?', may be "" */
+	const char *host;
+	const char *h_date, *h_content_sha256, *h_authorization;
+	const char *body;
+	size_t body_len;
+	char source[80];                   /* "ip:port" */
+
+	/* set by the pipeline */
+	char request_id[33];
+	int64_t start_us;
+	int route;                         /* index into the route table, -1 if none */
+	char path[1024];                   /* decoded path */
+	char params[API_MAX_PARAMS][API_NAME_MAX * 2 + 1]; /* {name} captures, decoded */
+	json_t *query;                     /* decoded query: object of name → string */
+	struct api_who who;
+	char tenant[API_NAME_MAX + 1];     /* the tenant acted on, "" if region-level */
+	int audited;                       /* event already committed (api_commit) */
+	int too_big;                       /* the HTTP layer cut the body at API_BODY_MAX */
+	const char *reason;                /* static: why authentication failed */
+	const char *action;                /* audit action when not from a route (init) */
+	char chain[API_NAME_MAX + 1];      /* audit chain for this request */
+};
+
+struct api_resp {
+	int status;
+	json_t *json;                      /* owned: the body, or NULL */
+	char *raw;                         /* owned: a non-JSON body (metrics, export) */
+	size_t raw_len;
+	const char *content_type;          /* for raw */
+	char allow[64];                    /* for 405 */
+	struct ciel_err err;               /* set when status >= 400 */
+};
+void api_resp_release(struct api_resp *resp);
+
+typedef int (*api_handler_fn)(struct api *a, struct api_req *r, struct api_resp *resp,
+			      struct ciel_err *err);
+
+enum api_route_flags {
+	ROUTE_UNSIGNED = 1 << 0,   /* no signature (health, metrics, node join) */
+	ROUTE_TENANT = 1 << 1,     /* acts on a tenant: the key's, or ?tenant= for the operator */
+	ROUTE_TENANT_OPT = 1 << 2, /* like ROUTE_TENANT, but the operator may omit ?tenant= */
+};
+
+struct api_route {
+	const char *method;
+	const char *pattern;       /* "/v1/tenants/{}" ; "{}" captures one segment */
+	const char *action;        /* audit action, metrics label: "tenant.create" */
+	int roles;                 /* roles allowed (bitmask); 0 with ROUTE_UNSIGNED */
+	int flags;
+	api_handler_fn fn;
+};
+
+/* Route tables of the handler modules, NULL-method terminated. */
+extern const struct api_route iam_routes[];
+extern const struct api_route fleet_routes[];
+extern const struct api_route trail_routes[];
+
+/*
+ * Handle one request. Always fills resp (status, body); never fails. Owns
+ * nothing of r's borrowed inputs; api_req_release frees what the pipeline
+ * allocated in r.
+ */
+void api_handle(struct api *a, struct api_req *r, struct api_resp *resp);
+void api_req_release(struct api_req *r);
+
+/*
+ * For handlers that change state: commit ops together with this request's
+ * audit event (recorded with ok_status on success, 409 if a condition
+ * failed). Returns 0 when committed with all conditions met; -1 with
+ * CIEL_ECONFLICT (res->failed_op says which) or the store's error.
+ */
+int api_commit(struct api *a, struct api_req *r, const struct store_op *ops, size_t n,
+	       int ok_status, struct store_txn_result *res, struct ciel_err *err);
+
+/* Compact, key-sorted JSON text of j (stolen: j is freed); NULL on OOM. Caller frees. */
+char *api_dump(json_t *j);
+
+/* Answer helpers: take ownership of body. */
+void api_reply(struct api_resp *resp, int status, json_t *body);
+
+/* Name rules shared by handlers; fill err naming field. */
+int api_check_name(const char *field, const char *v, struct ciel_err *err);
+/* Value of a decoded query parameter or NULL. */
+const char *api_query(const struct api_req *r, const char *name);
+
+/* Open the region's state in data_dir (master key, store, audit key) for serving. */
+int api_open(struct api *a, const char *data_dir, const struct api_config *cfg,
+	     struct ciel_err *err);
+void api_close(struct api *a);
+
+/* Helpers for handlers: JSON of a stored document, or NULL. */
+json_t *api_load_json(struct api *a, const char *key, int64_t *mod_rev, struct ciel_err *err);
+/* Create an access key for (tenant, principal, role): the ops to commit are
+ * appended to ops (2 of them; *n advanced), strings owned by the caller via
+ * *cleanup (free each of the 4 entries); the answer JSON (with the secret)
+ * goes to *out. */
+int iam_new_key(struct api *a, const char *tenant, const char *principal, const char *role,
+		struct store_op *ops, size_t *n, char *cleanup[4], json_t **out,
+		struct ciel_err *err);
+
+#endif

@@ -1,0 +1,314 @@
+/* http — see http.h. */
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <microhttpd.h>
+
+#include "api/http.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util/log.h"
+
+struct http_server {
+	struct MHD_Daemon *d;
+	struct api *api;
+	char *cert, *key;
+};
+
+/* Per request state, created by the URI callback before any header is parsed. */
+struct hreq {
+	char *uri;
+	char *body;
+	size_t len, cap;
+	int too_big;
+	int started;
+};
+
+static void *uri_cb(void *cls, const char *uri, struct MHD_Connection *c)
+{
+	struct hreq *h = calloc(1, sizeof(*h));
+
+	(void)cls;
+	(void)c;
+	if (h)
+		h->uri = strdup(uri ? uri : "/");
+	return h;
+}
+
+static void completed_cb(void *cls, struct MHD_Connection *c, void **con_cls,
+			 enum MHD_RequestTerminationCode toe)
+{
+	struct hreq *h = *con_cls;
+
+	(void)cls;
+	(void)c;
+	(void)toe;
+	if (!h)
+		return;
+	free(h->uri);
+	free(h->body);
+	free(h);
+	*con_cls = NULL;
+}
+
+static void source_of(struct MHD_Connection *c, char *out, size_t size)
+{
+	const union MHD_ConnectionInfo *ci =
+		MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	char ip[INET6_ADDRSTRLEN] = "?";
+	int port = 0;
+
+	if (ci && ci->client_addr) {
+		if (ci->client_addr->sa_family == AF_INET) {
+			const struct sockaddr_in *s = (const struct sockaddr_in *)ci->client_addr;
+
+			inet_ntop(AF_INET, &s->sin_addr, ip, sizeof(ip));
+			port = ntohs(s->sin_port);
+		} else if (ci->client_addr->sa_family == AF_INET6) {
+			const struct sockaddr_in6 *s = (const struct sockaddr_in6 *)ci->client_addr;
+
+			inet_ntop(AF_INET6, &s->sin6_addr, ip, sizeof(ip));
+			port = ntohs(s->sin6_port);
+		}
+	}
+	snprintf(out, size, "%s:%d", ip, port);
+}
+
+static enum MHD_Result respond(struct http_server *s, struct MHD_Connection *c, const char *method,
+			       struct hreq *h)
+{
+	struct api_req r = { 0 };
+	struct api_resp resp;
+	struct MHD_Response *mr;
+	char *q, *text = NULL;
+	size_t text_len = 0;
+	enum MHD_Result ret;
+
+	q = strchr(h->uri, '?');
+	if (q)
+		*q++ = '\0';
+	r.method = method;
+	r.raw_path = h->uri;
+	r.raw_query = q ? q : "";
+	r.host = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Host");
+	r.h_date = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Ciel-Date");
+	r.h_content_sha256 = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+							 "X-Ciel-Content-Sha256");
+	r.h_authorization = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
+	r.body = h->body ? h->body : "";
+	r.body_len = h->len;
+	r.too_big = h->too_big;
+	source_of(c, r.source, sizeof(r.source));
+
+	api_handle(s->api, &r, &resp);
+	if (resp.raw) {
+		mr = MHD_create_response_from_buffer(resp.raw_len, resp.raw, MHD_RESPMEM_MUST_FREE);
+		resp.raw = NULL;
+	} else {
+		if (resp.json)
+			text = json_dumps(resp.json, JSON_COMPACT);
+		if (text) {
+			text_len = strlen(text);
+			text[text_len] = '\0';
+		}
+		mr = MHD_create_response_from_buffer(text ? text_len : 0, text ? text : (void *)"",
+						     text ? MHD_RESPMEM_MUST_FREE
+							  : MHD_RESPMEM_PERSISTENT);
+		resp.content_type = "application/json";
+	}
+	if (!mr) {
+		api_resp_release(&resp);
+		api_req_release(&r);
+		return MHD_NO;
+	}
+	MHD_add_response_header(mr, "Content-Type", resp.content_type);
+	MHD_add_response_header(mr, "X-Request-Id", r.request_id);
+	MHD_add_response_header(mr, "Cache-Control", "no-store");
+	if (resp.status == 405 && resp.allow[0])
+		MHD_add_response_header(mr, "Allow", resp.allow);
+	ret = MHD_queue_response(c, (unsigned)resp.status, mr);
+	MHD_destroy_response(mr);
+	api_resp_release(&resp);
+	api_req_release(&r);
+	return ret;
+}
+
+static enum MHD_Result access_cb(void *cls, struct MHD_Connection *c, const char *url,
+				 const char *method, const char *version, const char *upload,
+				 size_t *upload_size, void **con_cls)
+{
+	struct http_server *s = cls;
+	struct hreq *h = *con_cls;
+
+	(void)url;
+	(void)version;
+	if (!h)
+		return MHD_NO;
+	if (!h->started) {
+		const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
+
+		h->started = 1;
+		/* refuse an oversized body before reading it */
+		if (cl && strtoull(cl, NULL, 10) > API_BODY_MAX) {
+			h->too_big = 1;
+			return respond(s, c, method, h);
+		}
+		return MHD_YES;
+	}
+	if (*upload_size) {
+		if (!h->too_big) {
+			if (h->len + *upload_size > API_BODY_MAX) {
+				h->too_big = 1;
+				free(h->body);
+				h->body = NULL;
+				h->len = h->cap = 0;
+			} else {
+				if (h->len + *upload_size + 1 > h->cap) {
+					size_t cap = (h->len + *upload_size + 1) * 2;
+					char *nb;
+
+					if (cap > API_BODY_MAX + 1)
+						cap = API_BODY_MAX + 1;
+					nb = realloc(h->body, cap);
+					if (!nb)
+						return MHD_NO;
+					h->body = nb;
+					h->cap = cap;
+				}
+				memcpy(h->body + h->len, upload, *upload_size);
+				h->len += *upload_size;
+				h->body[h->len] = '\0';
+			}
+		}
+		*upload_size = 0;
+		return MHD_YES;
+	}
+	return respond(s, c, method, h);
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+	char msg[512];
+	size_t n;
+
+	(void)cls;
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	n = strlen(msg);
+	while (n && msg[n - 1] == '\n')
+		msg[--n] = '\0';
+	log_debug("httpd %s", msg);
+}
+
+static int parse_listen(const char *listen, struct sockaddr_storage *ss, int *loopback,
+			struct ciel_err *err)
+{
+	char host[256];
+	const char *colon;
+	char *end;
+	long port;
+
+	memset(ss, 0, sizeof(*ss));
+	if (listen[0] == '[') {
+		const char *rb = strchr(listen, ']');
+
+		if (!rb || rb[1] != ':' || (size_t)(rb - listen - 1) >= sizeof(host))
+			goto bad;
+		memcpy(host, listen + 1, (size_t)(rb - listen - 1));
+		host[rb - listen - 1] = '\0';
+		colon = rb + 1;
+	} else {
+		colon = strrchr(listen, ':');
+		if (!colon || (size_t)(colon - listen) >= sizeof(host))
+			goto bad;
+		memcpy(host, listen, (size_t)(colon - listen));
+		host[colon - listen] = '\0';
+	}
+	port = strtol(colon + 1, &end, 10);
+	if (*end || port < 1 || port > 65535)
+		goto bad;
+	if (strcmp(host, "localhost") == 0)
+		snprintf(host, sizeof(host), "127.0.0.1");
+	if (strchr(host, ':')) {
+		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
+
+		s6->sin6_family = AF_INET6;
+		s6->sin6_port = htons((uint16_t)port);
+		if (inet_pton(AF_INET6, host, &s6->sin6_addr) != 1)
+			goto bad;
+		*loopback = IN6_IS_ADDR_LOOPBACK(&s6->sin6_addr);
+	} else {
+		struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
+
+		s4->sin_family = AF_INET;
+		s4->sin_port = htons((uint16_t)port);
+		if (inet_pton(AF_INET, host, &s4->sin_addr) != 1)
+			goto bad;
+		*loopback = (ntohl(s4->sin_addr.s_addr) >> 24) == 127;
+	}
+	return 0;
+bad:
+	return ciel_err_field(err, CIEL_EINVAL, "listen",
+			      "listen: must be IPV4:PORT, [IPV6]:PORT or localhost:PORT, got %s",
+			      listen);
+}
+
+int http_start(struct http_server **out, struct api *a, const struct http_opts *o,
+	       struct ciel_err *err)
+{
+	unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
+			 MHD_USE_ERROR_LOG;
+	struct sockaddr_storage ss;
+	struct http_server *s;
+	int loopback = 0;
+
+	*out = NULL;
+	if (parse_listen(o->listen, &ss, &loopback, err) < 0)
+		return -1;
+	if (o->insecure && !loopback)
+		return ciel_err_field(err, CIEL_EINVAL, "listen",
+				      "plain HTTP is only allowed on a loopback address, not %s",
+				      o->listen);
+	if (!o->insecure && (!o->cert_pem || !o->key_pem))
+		return ciel_err_set(err, CIEL_EINVAL, "TLS needs a certificate and a key");
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return ciel_err_set(err, CIEL_ENOMEM, "out of memory");
+	s->api = a;
+	if (ss.ss_family == AF_INET6)
+		flags |= MHD_USE_IPv6;
+	if (!o->insecure) {
+		flags |= MHD_USE_TLS;
+		s->cert = strdup(o->cert_pem);
+		s->key = strdup(o->key_pem);
+	}
+	s->d = MHD_start_daemon(
+		flags, 0, NULL, NULL, access_cb, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+		MHD_OPTION_URI_LOG_CALLBACK, uri_cb, s, MHD_OPTION_NOTIFY_COMPLETED, completed_cb,
+		s, MHD_OPTION_CONNECTION_LIMIT, (unsigned)1024, MHD_OPTION_CONNECTION_TIMEOUT,
+		(unsigned)120, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+		o->insecure ? MHD_OPTION_END : MHD_OPTION_HTTPS_MEM_CERT, s->cert,
+		MHD_OPTION_HTTPS_MEM_KEY, s->key, MHD_OPTION_END);
+	if (!s->d) {
+		free(s->cert);
+		free(s->key);
+		free(s);
+		return ciel_err_set(err, CIEL_EIO,
+				    "cannot listen on %s (address in use, or bad TLS material)",
+				    o->listen);
+	}
+	*out = s;
+	return 0;
+}
+
+void http_stop(struct http_server *s)
+{
+	if (!s)
+		return;
+	MHD_stop_daemon(s->d);
+	free(s->cert);
+	free(s->key);
+	free(s);
+}

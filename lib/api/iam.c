@@ -1,0 +1,603 @@
+/*
+ * iam — tenants, principals, access keys and quotas.
+ *
+ * Store layout:
+ *   /region/tenants/<t>               {"name","created"}
+ *   /tenants/<t>/principals/<p>       {"name","role","created"}
+ *   /tenants/<t>/keys/<id>            {"id","principal","role","created"} (listing index)
+ *   /tenants/<t>/quota                {"instances","vcpus","memory_bytes"}
+ *   /keys/<id>                        {"id","tenant","principal","role","secret","created"}
+ *   /region/keys/<id>                 listing index of region keys (operator, nodes)
+ * /keys/<id> is what authentication reads; "secret" is sealed with the master
+ * key and bound (AAD) to its store key, so a copied row does not decrypt. A
+ * secret is returned once, in the answer that creates it.
+ * Another tenant's key or tenant answers 404, never 403: existence must not leak.
+ */
+#include "api/api.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "crypto/enc.h"
+#include "util/jbody.h"
+#include "util/ts.h"
+
+#define DEFAULT_QUOTA_INSTANCES 20
+#define DEFAULT_QUOTA_VCPUS 16
+#define DEFAULT_QUOTA_MEMORY (32LL << 30)
+#define MAX_TENANT_OPS 4096
+
+static char *now_str(char buf[TS_RFC3339_LEN])
+{
+	ts_format(ts_now_ms(), buf);
+	return buf;
+}
+
+static int check_principal_name(const char *v, struct ciel_err *err)
+{
+	size_t n = strlen(v);
+
+	if (n < 1 || n > 64)
+		return ciel_err_field(err, CIEL_EINVAL, "principal",
+				      "principal: must be 1 to 64 characters");
+	for (size_t i = 0; i < n; i++) {
+		char c = v[i];
+
+		if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_' ||
+		      (c == '.' && i > 0)))
+			return ciel_err_field(err, CIEL_EINVAL, "principal",
+					      "principal: only a-z, 0-9, '-', '_' and '.' (not first)");
+	}
+	return 0;
+}
+
+int iam_new_key(struct api *a, const char *tenant, const char *principal, const char *role,
+		struct store_op *ops, size_t *n, char *cleanup[4], json_t **out,
+		struct ciel_err *err)
+{
+	unsigned char raw[32];
+	char id[24], ts[TS_RFC3339_LEN], *secret = NULL, *sealed = NULL;
+	int region = strcmp(tenant, "region") == 0;
+
+	memset(cleanup, 0, 4 * sizeof(char *));
+	if (enc_random_id("CK", 16, id, sizeof(id), err) < 0 ||
+	    enc_random(raw, sizeof(raw), err) < 0)
+		return -1;
+	secret = enc_b64url(raw, sizeof(raw));
+	explicit_bzero(raw, sizeof(raw));
+	if (!secret)
+		return ciel_err_set(err, CIEL_ENOMEM, "out of memory");
+	if (asprintf(&cleanup[0], "/keys/%s", id) < 0)
+		goto oom;
+	sealed = seal_encrypt(a->master_key, secret, strlen(secret), cleanup[0], err);
+	if (!sealed)
+		goto fail;
+	now_str(ts);
+	cleanup[1] = api_dump(json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "id", id, "tenant", tenant,
+				    "principal", principal, "role", role, "secret", sealed,
+				    "created", ts));
+	if (region ? asprintf(&cleanup[2], "/region/keys/%s", id) < 0
+		   : asprintf(&cleanup[2], "/tenants/%s/keys/%s", tenant, id) < 0)
+		goto oom;
+	cleanup[3] = api_dump(json_pack("{s:s, s:s, s:s, s:s}", "id", id, "principal", principal,
+				    "role", role, "created", ts));
+	*out = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "id", id, "secret", secret, "principal",
+			 principal, "role", role, "tenant", tenant, "created", ts);
+	if (!cleanup[1] || !cleanup[3] || !*out)
+		goto oom;
+	ops[(*n)++] = (struct store_op){ STORE_PUT, cleanup[0], cleanup[1], STORE_ABSENT };
+	ops[(*n)++] = (struct store_op){ STORE_PUT, cleanup[2], cleanup[3], STORE_ABSENT };
+	explicit_bzero(secret, strlen(secret));
+	free(secret);
+	free(sealed);
+	return 0;
+oom:
+	ciel_err_set(err, CIEL_ENOMEM, "out of memory");
+fail:
+	if (secret)
+		explicit_bzero(secret, strlen(secret));
+	free(secret);
+	free(sealed);
+	for (int i = 0; i < 4; i++) {
+		free(cleanup[i]);
+		cleanup[i] = NULL;
+	}
+	return -1;
+}
+
+static void free4(char *c[4])
+{
+	for (int i = 0; i < 4; i++)
+		free(c[i]);
+}
+
+/* List a prefix into a JSON array of the stored documents. */
+static json_t *list_docs(struct api *a, const char *prefix, struct ciel_err *err)
+{
+	struct store_list l = { 0 };
+	json_t *items = json_array();
+
+	if (!items || store_list(a->store, prefix, NULL, 0, &l, err) < 0) {
+		json_decref(items);
+		return NULL;
+	}
+	for (size_t i = 0; i < l.n; i++) {
+		json_t *d = json_loadb(l.items[i].value, l.items[i].value_len, 0, NULL);
+
+		/* only direct children: "/tenants/t/keys/ID", not deeper */
+		if (d && !strchr(l.items[i].key + strlen(prefix), '/'))
+			json_array_append_new(items, d);
+		else
+			json_decref(d);
+	}
+	store_list_release(&l);
+	return items;
+}
+
+static int h_tenant_create(struct api *a, struct api_req *r, struct api_resp *resp,
+			   struct ciel_err *err)
+{
+	static const struct jbody_field fields[] = {
+		{ .name = "name", .type = JB_STRING, .required = 1, .max_len = 64 },
+		{ 0 },
+	};
+	char *k_tenant = NULL, *k_admin = NULL, *k_quota = NULL, *v_tenant = NULL,
+	     *v_admin = NULL, *v_quota = NULL, *keystr[4] = { 0 }, ts[TS_RFC3339_LEN];
+	struct store_op ops[8];
+	struct store_txn_result res;
+	json_t *body, *key = NULL;
+	const char *name;
+	size_t n = 0;
+	int ret = -1;
+
+	if (jbody_parse(r->body, r->body_len, fields, &body, err) < 0)
+		return -1;
+	name = jbody_str(body, "name", "");
+	if (api_check_name("name", name, err) < 0)
+		goto out;
+	if (strcmp(name, "region") == 0) {
+		ciel_err_field(err, CIEL_EINVAL, "name", "name: 'region' is reserved");
+		goto out;
+	}
+	now_str(ts);
+	if (asprintf(&k_tenant, "/region/tenants/%s", name) < 0 ||
+	    asprintf(&k_admin, "/tenants/%s/principals/admin", name) < 0 ||
+	    asprintf(&k_quota, "/tenants/%s/quota", name) < 0)
+		goto oom;
+	v_tenant = api_dump(json_pack("{s:s, s:s}", "name", name, "created", ts));
+	v_admin = api_dump(json_pack("{s:s, s:s, s:s}", "name", "admin", "role", "admin", "created", ts));
+	v_quota = api_dump(json_pack("{s:i, s:i, s:I}", "instances", DEFAULT_QUOTA_INSTANCES, "vcpus",
+				 DEFAULT_QUOTA_VCPUS, "memory_bytes",
+				 (json_int_t)DEFAULT_QUOTA_MEMORY));
+	if (!v_tenant || !v_admin || !v_quota)
+		goto oom;
+	ops[n++] = (struct store_op){ STORE_PUT, k_tenant, v_tenant, STORE_ABSENT };
+	ops[n++] = (struct store_op){ STORE_PUT, k_admin, v_admin, STORE_ABSENT };
+	ops[n++] = (struct store_op){ STORE_PUT, k_quota, v_quota, STORE_ABSENT };
+	if (iam_new_key(a, name, "admin", "admin", ops, &n, keystr, &key, err) < 0)
+		goto out;
+	if (api_commit(a, r, ops, n, 201, &res, err) < 0) {
+		if (err->code == CIEL_ECONFLICT)
+			ciel_err_field(err, CIEL_EEXIST, "name", "tenant %s already exists", name);
+		goto out;
+	}
+	api_reply(resp, 201,
+		  json_pack("{s:{s:s, s:s, s:I}, s:O}", "tenant", "name", name, "created", ts,
+			    "revision", (json_int_t)res.rev, "key", key));
+	ret = 0;
+	goto out;
+oom:
+	ciel_err_set(err, CIEL_ENOMEM, "out of memory");
+out:
+	free(k_tenant);
+	free(k_admin);
+	free(k_quota);
+	free(v_tenant);
+	free(v_admin);
+	free(v_quota);
+	free4(keystr);
+	json_decref(key);
+	json_decref(body);
+	return ret;
+}
+
+static int h_tenant_list(struct api *a, struct api_req *r, struct api_resp *resp,
+			 struct ciel_err *err)
+{
+	json_t *items = list_docs(a, "/region/tenants/", err);
+
+	(void)r;
+	if (!items)
+		return -1;
+	api_reply(resp, 200, json_pack("{s:o}", "items", items));
+	return 0;
+}
+
+static int h_tenant_show(struct api *a, struct api_req *r, struct api_resp *resp,
+			 struct ciel_err *err)
+{
+	const char *name = r->params[0];
+	char key[128];
+	int64_t rev;
+	json_t *t;
+
+	/* a tenant principal sees only its own tenant, and others do not exist for it */
+	if (r->who.role != ROLE_OPERATOR && strcmp(r->who.tenant, name) != 0)
+		return ciel_err_set(err, CIEL_ENOTFOUND, "tenant %s not found", name);
+	snprintf(key, sizeof(key), "/region/tenants/%.64s", name);
+	t = api_load_json(a, key, &rev, err);
+	if (!t) {
+		if (err->code == CIEL_ENOTFOUND)
+			ciel_err_set(err, CIEL_ENOTFOUND, "tenant %s not found", name);
+		return -1;
+	}
+	json_object_set_new(t, "revision", json_integer(rev));
+	api_reply(resp, 200, t);
+	return 0;
+}
+
+static int h_tenant_delete(struct api *a, struct api_req *r, struct api_resp *resp,
+			   struct ciel_err *err)
+{
+	const char *name = r->params[0];
+	struct store_list owned = { 0 }, keys = { 0 };
+	struct store_op *ops = NULL;
+	char tkey[128], prefix[128], **paths = NULL;
+	size_t n = 0, np = 0;
+	int64_t rev;
+	json_t *t;
+	int ret = -1;
+
+	snprintf(tkey, sizeof(tkey), "/region/tenants/%.64s", name);
+	t = api_load_json(a, tkey, &rev, err);
+	if (!t) {
+		if (err->code == CIEL_ENOTFOUND)
+			ciel_err_set(err, CIEL_ENOTFOUND, "tenant %s not found", name);
+		return -1;
+	}
+	json_decref(t);
+	snprintf(prefix, sizeof(prefix), "/tenants/%.64s/", name);
+	if (store_list(a->store, prefix, NULL, MAX_TENANT_OPS, &owned, err) < 0)
+		goto out;
+	snprintf(prefix, sizeof(prefix), "/tenants/%.64s/keys/", name);
+	if (store_list(a->store, prefix, NULL, MAX_TENANT_OPS, &keys, err) < 0)
+		goto out;
+	if (owned.more || owned.n + keys.n + 1 > MAX_TENANT_OPS) {
+		ciel_err_set(err, CIEL_ECONFLICT,
+			     "tenant %s owns more than %d objects; delete its resources first",
+			     name, MAX_TENANT_OPS);
+		goto out;
+	}
+	ops = calloc(owned.n + keys.n + 1, sizeof(*ops));
+	paths = calloc(keys.n + 1, sizeof(*paths));
+	if (!ops || !paths) {
+		ciel_err_set(err, CIEL_ENOMEM, "out of memory");
+		goto out;
+	}
+	/* the tenant's audit chain is not under /tenants/: it outlives the tenant */
+	ops[n++] = (struct store_op){ STORE_DELETE, tkey, NULL, rev };
+	for (size_t i = 0; i < owned.n; i++)
+		ops[n++] = (struct store_op){ STORE_DELETE, owned.items[i].key, NULL,
+					      owned.items[i].mod_rev };
+	for (size_t i = 0; i < keys.n; i++) {
+		const char *id = strrchr(keys.items[i].key, '/') + 1;
+
+		if (asprintf(&paths[np], "/keys/%s", id) < 0) {
+			ciel_err_set(err, CIEL_ENOMEM, "out of memory");
+			goto out;
+		}
+		ops[n++] = (struct store_op){ STORE_DELETE, paths[np++], NULL, STORE_ANY_REV };
+	}
+	if (api_commit(a, r, ops, n, 200, NULL, err) < 0)
+		goto out;
+	api_reply(resp, 200, json_pack("{s:s}", "deleted", name));
+	ret = 0;
+out:
+	for (size_t i = 0; i < np; i++)
+		free(paths[i]);
+	free(paths);
+	free(ops);
+	store_list_release(&owned);
+	store_list_release(&keys);
+	return ret;
+}
+
+static int h_key_create(struct api *a, struct api_req *r, struct api_resp *resp,
+			struct ciel_err *err)
+{
+	static const struct jbody_field fields[] = {
+		{ .name = "principal", .type = JB_STRING, .required = 1, .max_len = 64 },
+		{ .name = "role", .type = JB_STRING, .max_len = 16 },
+		{ 0 },
+	};
+	char pkey[160], *pval = NULL, *keystr[4] = { 0 }, ts[TS_RFC3339_LEN];
+	struct store_op ops[4];
+	json_t *body, *p = NULL, *key = NULL;
+	const char *principal, *role;
+	int64_t prev = STORE_ABSENT;
+	size_t n = 0;
+	int ret = -1, rbit;
+
+	if (jbody_parse(r->body, r->body_len, fields, &body, err) < 0)
+		return -1;
+	principal = jbody_str(body, "principal", "");
+	role = jbody_str(body, "role", NULL);
+	if (check_principal_name(principal, err) < 0)
+		goto out;
+	rbit = role ? api_role_parse(role) : ROLE_MEMBER;
+	if (!(rbit & ROLE_TENANT_ANY)) {
+		ciel_err_field(err, CIEL_EINVAL, "role", "role: must be admin, member or reader");
+		goto out;
+	}
+	snprintf(pkey, sizeof(pkey), "/tenants/%s/principals/%s", r->tenant, principal);
+	p = api_load_json(a, pkey, &prev, err);
+	if (p) {
+		const char *have = jbody_str(p, "role", "");
+
+		if (role && strcmp(have, role) != 0) {
+			ciel_err_field(err, CIEL_EINVAL, "role",
+				       "role: principal %s already has role %s", principal, have);
+			goto out;
+		}
+		role = have;
+		/* re-put it unchanged, conditioned on its revision, so a concurrent
+		 * principal delete cannot leave this key orphaned */
+		pval = json_dumps(p, JSON_COMPACT | JSON_SORT_KEYS);
+		ops[n++] = (struct store_op){ STORE_PUT, pkey, pval, prev };
+	} else {
+		if (err->code != CIEL_ENOTFOUND)
+			goto out;
+		role = api_role_name(rbit);
+		pval = api_dump(json_pack("{s:s, s:s, s:s}", "name", principal, "role", role, "created",
+				      now_str(ts)));
+		ops[n++] = (struct store_op){ STORE_PUT, pkey, pval, STORE_ABSENT };
+	}
+	if (!pval) {
+		ciel_err_set(err, CIEL_ENOMEM, "out of memory");
+		goto out;
+	}
+	if (iam_new_key(a, r->tenant, principal, role, ops, &n, keystr, &key, err) < 0)
+		goto out;
+	if (api_commit(a, r, ops, n, 201, NULL, err) < 0)
+		goto out;
+	api_reply(resp, 201, key);
+	key = NULL;
+	ret = 0;
+out:
+	free(pval);
+	free4(keystr);
+	json_decref(key);
+	json_decref(p);
+	json_decref(body);
+	return ret;
+}
+
+static int h_key_list(struct api *a, struct api_req *r, struct api_resp *resp,
+		      struct ciel_err *err)
+{
+	char prefix[128];
+	json_t *items;
+	size_t i;
+	json_t *it;
+
+	snprintf(prefix, sizeof(prefix), "/tenants/%s/keys/", r->tenant);
+	items = list_docs(a, prefix, err);
+	if (!items)
+		return -1;
+	json_array_foreach(items, i, it)
+		json_object_set_new(it, "tenant", json_string(r->tenant));
+	api_reply(resp, 200, json_pack("{s:o}", "items", items));
+	return 0;
+}
+
+static int h_key_delete(struct api *a, struct api_req *r, struct api_resp *resp,
+			struct ciel_err *err)
+{
+	const char *id = r->params[0];
+	char key[96], idx[160];
+	int64_t rev;
+	json_t *k;
+	struct store_op ops[2];
+
+	snprintf(key, sizeof(key), "/keys/%.64s", id);
+	k = api_load_json(a, key, &rev, err);
+	if (!k || strcmp(jbody_str(k, "tenant", ""), r->tenant) != 0) {
+		json_decref(k);
+		return ciel_err_set(err, CIEL_ENOTFOUND, "key %s not found", id);
+	}
+	json_decref(k);
+	snprintf(idx, sizeof(idx), "/tenants/%s/keys/%.64s", r->tenant, id);
+	ops[0] = (struct store_op){ STORE_DELETE, key, NULL, rev };
+	ops[1] = (struct store_op){ STORE_DELETE, idx, NULL, STORE_ANY_REV };
+	if (api_commit(a, r, ops, 2, 200, NULL, err) < 0)
+		return -1;
+	api_reply(resp, 200, json_pack("{s:s}", "deleted", id));
+	return 0;
+}
+
+static int h_principal_list(struct api *a, struct api_req *r, struct api_resp *resp,
+			    struct ciel_err *err)
+{
+	char prefix[128];
+	json_t *items;
+
+	snprintf(prefix, sizeof(prefix), "/tenants/%s/principals/", r->tenant);
+	items = list_docs(a, prefix, err);
+	if (!items)
+		return -1;
+	api_reply(resp, 200, json_pack("{s:o}", "items", items));
+	return 0;
+}
+
+static int h_principal_delete(struct api *a, struct api_req *r, struct api_resp *resp,
+			      struct ciel_err *err)
+{
+	const char *name = r->params[0];
+	struct store_list keys = { 0 };
+	struct store_op *ops = NULL;
+	char pkey[160], prefix[128], **paths = NULL;
+	size_t n = 0, np = 0;
+	int64_t rev;
+	json_t *p;
+	int ret = -1;
+
+	snprintf(pkey, sizeof(pkey), "/tenants/%s/principals/%.64s", r->tenant, name);
+	p = api_load_json(a, pkey, &rev, err);
+	if (!p) {
+		if (err->code == CIEL_ENOTFOUND)
+			ciel_err_set(err, CIEL_ENOTFOUND, "principal %s not found", name);
+		return -1;
+	}
+	json_decref(p);
+	snprintf(prefix, sizeof(prefix), "/tenants/%s/keys/", r->tenant);
+	if (store_list(a->store, prefix, NULL, 0, &keys, err) < 0)
+		return -1;
+	ops = calloc(2 * keys.n + 1, sizeof(*ops));
+	paths = calloc(keys.n + 1, sizeof(*paths));
+	if (!ops || !paths) {
+		ciel_err_set(err, CIEL_ENOMEM, "out of memory");
+		goto out;
+	}
+	ops[n++] = (struct store_op){ STORE_DELETE, pkey, NULL, rev };
+	for (size_t i = 0; i < keys.n; i++) {
+		json_t *d = json_loadb(keys.items[i].value, keys.items[i].value_len, 0, NULL);
+		int mine = d && strcmp(jbody_str(d, "principal", ""), name) == 0;
+
+		json_decref(d);
+		if (!mine)
+			continue;
+		if (asprintf(&paths[np], "/keys/%s", strrchr(keys.items[i].key, '/') + 1) < 0) {
+			ciel_err_set(err, CIEL_ENOMEM, "out of memory");
+			goto out;
+		}
+		ops[n++] = (struct store_op){ STORE_DELETE, paths[np++], NULL, STORE_ANY_REV };
+		ops[n++] = (struct store_op){ STORE_DELETE, keys.items[i].key, NULL,
+					      keys.items[i].mod_rev };
+	}
+	if (api_commit(a, r, ops, n, 200, NULL, err) < 0)
+		goto out;
+	api_reply(resp, 200, json_pack("{s:s}", "deleted", name));
+	ret = 0;
+out:
+	for (size_t i = 0; i < np; i++)
+		free(paths[i]);
+	free(paths);
+	free(ops);
+	store_list_release(&keys);
+	return ret;
+}
+
+/* Usage is what the tenant's instances claim; instances arrive with the agent issue. */
+static json_t *quota_usage(struct api *a, const char *tenant, struct ciel_err *err)
+{
+	struct store_list l = { 0 };
+	char prefix[128];
+	int64_t cpu = 0, mem = 0, count = 0;
+
+	snprintf(prefix, sizeof(prefix), "/tenants/%s/instances/", tenant);
+	if (store_list(a->store, prefix, NULL, 0, &l, err) < 0)
+		return NULL;
+	for (size_t i = 0; i < l.n; i++) {
+		json_t *d = json_loadb(l.items[i].value, l.items[i].value_len, 0, NULL);
+
+		if (d && !strchr(l.items[i].key + strlen(prefix), '/')) {
+			count++;
+			cpu += jbody_int(d, "cpu_millis", 0);
+			mem += jbody_int(d, "memory_bytes", 0);
+		}
+		json_decref(d);
+	}
+	store_list_release(&l);
+	return json_pack("{s:I, s:f, s:I}", "instances", (json_int_t)count, "vcpus",
+			 (double)cpu / 1000.0, "memory_bytes", (json_int_t)mem);
+}
+
+static int quota_answer(struct api *a, struct api_req *r, struct api_resp *resp, json_t *limits,
+			struct ciel_err *err)
+{
+	json_t *usage = quota_usage(a, r->tenant, err);
+
+	if (!usage) {
+		json_decref(limits);
+		return -1;
+	}
+	api_reply(resp, 200,
+		  json_pack("{s:s, s:o, s:o}", "tenant", r->tenant, "limits", limits, "usage",
+			    usage));
+	return 0;
+}
+
+static int h_quota_show(struct api *a, struct api_req *r, struct api_resp *resp,
+			struct ciel_err *err)
+{
+	char key[128];
+	json_t *q;
+
+	snprintf(key, sizeof(key), "/tenants/%s/quota", r->tenant);
+	q = api_load_json(a, key, NULL, err);
+	if (!q)
+		return -1;
+	return quota_answer(a, r, resp, q, err);
+}
+
+static int h_quota_set(struct api *a, struct api_req *r, struct api_resp *resp,
+		       struct ciel_err *err)
+{
+	static const struct jbody_field fields[] = {
+		{ .name = "instances", .type = JB_INT, .min = 0, .max = 100000 },
+		{ .name = "vcpus", .type = JB_INT, .min = 0, .max = 1000000 },
+		{ .name = "memory_bytes", .type = JB_SIZE, .min = 0, .max = 1LL << 50 },
+		{ 0 },
+	};
+	char key[128], *val = NULL;
+	struct store_op op;
+	const char *name;
+	json_t *body, *q = NULL, *v;
+	int64_t rev;
+	int ret = -1;
+
+	if (jbody_parse(r->body, r->body_len, fields, &body, err) < 0)
+		return -1;
+	snprintf(key, sizeof(key), "/tenants/%s/quota", r->tenant);
+	q = api_load_json(a, key, &rev, err);
+	if (!q)
+		goto out;
+	json_object_foreach(body, name, v)
+		if (!json_is_null(v))
+			json_object_set(q, name, v);
+	val = json_dumps(q, JSON_COMPACT | JSON_SORT_KEYS);
+	if (!val) {
+		ciel_err_set(err, CIEL_ENOMEM, "out of memory");
+		goto out;
+	}
+	op = (struct store_op){ STORE_PUT, key, val, rev };
+	if (api_commit(a, r, &op, 1, 200, NULL, err) < 0)
+		goto out;
+	ret = quota_answer(a, r, resp, q, err);
+	q = NULL;
+out:
+	free(val);
+	json_decref(q);
+	json_decref(body);
+	return ret;
+}
+
+const struct api_route iam_routes[] = {
+	{ "POST", "/v1/tenants", "tenant.create", ROLE_OPERATOR, 0, h_tenant_create },
+	{ "GET", "/v1/tenants", "tenant.list", ROLE_OPERATOR, 0, h_tenant_list },
+	{ "GET", "/v1/tenants/{}", "tenant.show", ROLE_ANY, 0, h_tenant_show },
+	{ "DELETE", "/v1/tenants/{}", "tenant.delete", ROLE_OPERATOR, 0, h_tenant_delete },
+	{ "POST", "/v1/keys", "key.create", ROLE_ADMIN | ROLE_OPERATOR, ROUTE_TENANT,
+	  h_key_create },
+	{ "GET", "/v1/keys", "key.list", ROLE_ADMIN | ROLE_OPERATOR, ROUTE_TENANT, h_key_list },
+	{ "DELETE", "/v1/keys/{}", "key.delete", ROLE_ADMIN | ROLE_OPERATOR, ROUTE_TENANT,
+	  h_key_delete },
+	{ "GET", "/v1/principals", "principal.list", ROLE_ADMIN | ROLE_OPERATOR, ROUTE_TENANT,
+	  h_principal_list },
+	{ "DELETE", "/v1/principals/{}", "principal.delete", ROLE_ADMIN | ROLE_OPERATOR,
+	  ROUTE_TENANT, h_principal_delete },
+	{ "GET", "/v1/quota", "quota.show", ROLE_ANY, ROUTE_TENANT, h_quota_show },
+	{ "PUT", "/v1/quota", "quota.set", ROLE_OPERATOR, ROUTE_TENANT, h_quota_set },
+	{ 0 },
+};
