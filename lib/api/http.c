@@ -6,14 +6,17 @@
 
 #include "api/http.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "util/log.h"
 
 struct http_server {
 	struct MHD_Daemon *d;
+	int fd;
 	struct api *api;
 	char *cert, *key;
 };
@@ -255,6 +258,30 @@ bad:
 			      listen);
 }
 
+/*
+ * Our own listening socket: SO_REUSEADDR so a restart after a crash binds at
+ * once despite connections in TIME_WAIT, but no SO_REUSEPORT, so a second
+ * cield on the same port fails loudly instead of sharing it.
+ */
+static int listen_socket(const struct sockaddr_storage *ss, const char *listen_addr,
+			 struct ciel_err *err)
+{
+	socklen_t len = ss->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+						  : sizeof(struct sockaddr_in);
+	int one = 1, fd = socket(ss->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	if (fd < 0)
+		return ciel_err_sys(err, CIEL_EIO, errno, "socket");
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(fd, (const struct sockaddr *)ss, len) < 0 || listen(fd, 1024) < 0) {
+		int e = errno;
+
+		close(fd);
+		return ciel_err_sys(err, CIEL_EIO, e, "cannot listen on %s", listen_addr);
+	}
+	return fd;
+}
+
 int http_start(struct http_server **out, struct api *a, const struct http_opts *o,
 	       struct ciel_err *err)
 {
@@ -277,6 +304,11 @@ int http_start(struct http_server **out, struct api *a, const struct http_opts *
 	if (!s)
 		return ciel_err_set(err, CIEL_ENOMEM, "out of memory");
 	s->api = a;
+	s->fd = listen_socket(&ss, o->listen, err);
+	if (s->fd < 0) {
+		free(s);
+		return -1;
+	}
 	if (ss.ss_family == AF_INET6)
 		flags |= MHD_USE_IPv6;
 	if (!o->insecure) {
@@ -285,18 +317,18 @@ int http_start(struct http_server **out, struct api *a, const struct http_opts *
 		s->key = strdup(o->key_pem);
 	}
 	s->d = MHD_start_daemon(
-		flags, 0, NULL, NULL, access_cb, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+		flags, 0, NULL, NULL, access_cb, s, MHD_OPTION_LISTEN_SOCKET, s->fd,
 		MHD_OPTION_URI_LOG_CALLBACK, uri_cb, s, MHD_OPTION_NOTIFY_COMPLETED, completed_cb,
 		s, MHD_OPTION_CONNECTION_LIMIT, (unsigned)1024, MHD_OPTION_CONNECTION_TIMEOUT,
 		(unsigned)120, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
 		o->insecure ? MHD_OPTION_END : MHD_OPTION_HTTPS_MEM_CERT, s->cert,
 		MHD_OPTION_HTTPS_MEM_KEY, s->key, MHD_OPTION_END);
 	if (!s->d) {
+		close(s->fd);
 		free(s->cert);
 		free(s->key);
 		free(s);
-		return ciel_err_set(err, CIEL_EIO,
-				    "cannot listen on %s (address in use, or bad TLS material)",
+		return ciel_err_set(err, CIEL_EIO, "cannot start the HTTP server on %s (bad TLS material?)",
 				    o->listen);
 	}
 	*out = s;
@@ -308,6 +340,7 @@ void http_stop(struct http_server *s)
 	if (!s)
 		return;
 	MHD_stop_daemon(s->d);
+	close(s->fd);
 	free(s->cert);
 	free(s->key);
 	free(s);

@@ -65,7 +65,8 @@ init_region() { # [extra init flags]
 }
 
 start_cield() { # [extra serve flags]
-	cield serve --data "$DATA" --listen "127.0.0.1:$PORT" "$@" >>"$T/cield.log" 2>&1 &
+	# the binary itself, not the cield() function: $! must be cield's own PID
+	"$CIEL_BIN/cield" serve --data "$DATA" --listen "127.0.0.1:$PORT" "$@" >>"$T/cield.log" 2>&1 &
 	CIELD_PID=$!
 	PIDS+=("$CIELD_PID")
 	wait_ready
@@ -91,11 +92,13 @@ sreq() {
 	local key=$1 secret=$2 scope=$3 method=$4 path=$5 query=$6 body=$7 off=${8:-0} hdrs=() url
 	mapfile -t hdrs < <("$CIEL_BIN/tests/sigtool" "$key" "$secret" "$scope" "$method" "$path" "$query" "127.0.0.1:$PORT" "$body" "$off")
 	url="$URL$path"; [ -n "$query" ] && url="$url?$query"
-	local args=(-s -o "$T/body" -w '%{http_code}' --cacert "$DATA/pki/ca.pem" -X "$method")
+	local bf; bf=$(mktemp "$T/body.XXXXXX") # callers run sreq concurrently
+	local args=(-s -o "$bf" -w '%{http_code}' --cacert "$DATA/pki/ca.pem" -X "$method")
 	for h in "${hdrs[@]}"; do args+=(-H "$h"); done
 	[ "$body" != "-" ] && args+=(--data-binary "@$body" -H 'Content-Type: application/json')
 	local code; code=$(curl "${args[@]}" "$url")
-	echo "$code $(cat "$T/body")"
+	echo "$code $(cat "$bf")"
+	rm -f "$bf"
 }
 # Request reusing the exact headers of the previous sreq (a replay).
 cred() { sed -n "s/^$1 *= *//p" "$2" | head -1; }
