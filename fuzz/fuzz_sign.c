@@ -102,7 +102,7 @@ static void fuzz_date(const char *s)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	char *f[NFIELDS] = { 0 }, body_sha[65];
+	char *f[NFIELDS] = {0}, body_sha[65];
 	const uint8_t *p = data, *end = data + size;
 	struct sign_request r;
 	int i;
@@ -117,8 +117,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		p = nl ? nl + 1 : end;
 	}
 	enc_sha256_hex(p, (size_t)(end - p), body_sha);
-	r = (struct sign_request){ .method = f[0], .path = f[1], .query = f[2], .host = f[5],
-				   .date = f[4], .body_sha256_hex = body_sha };
+	r = (struct sign_request){.method = f[0],
+				  .path = f[1],
+				  .query = f[2],
+				  .host = f[5],
+				  .date = f[4],
+				  .body_sha256_hex = body_sha};
 	fuzz_canonical(&r, f[6]);
 	fuzz_authorization(f[3], f[4]);
 	fuzz_date(f[4]);
