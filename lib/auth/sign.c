@@ -515,7 +515,8 @@ int sign_parse_authorization(const char *hdr, struct sign_auth *out, struct ciel
 		while (p < end && is_ows(*p))
 			p++;
 		part = p;
-		pend = memchr(p, ',', (size_t)(end - p));
+		/* p <= end always; the guard tells gcc's -O2 overread check so */
+		pend = end > p ? memchr(p, ',', (size_t)(end - p)) : NULL;
 		if (!pend)
 			pend = end;
 		p = pend < end ? pend + 1 : NULL;
