@@ -310,7 +310,8 @@ static int authenticate(struct api *a, struct api_req *r, struct ciel_err *err)
 				    .query = r->raw_query,
 				    .host = r->host ? r->host : "",
 				    .date = r->h_date,
-				    .body_sha256_hex = body_sha };
+				    .body_sha256_hex = body_sha,
+				    .nonce = au.nonce };
 	if (sign_compute(&sr, au.scope, secret, secret_len, sig, err) < 0)
 		goto out;
 	if (!enc_equal(sig, au.signature, 64)) {

@@ -353,16 +353,20 @@ int sign_compute(const struct sign_request *r, const char *scope, const void *se
 				      "scope: must be 1-%d characters [a-z0-9-]", SIGN_SCOPE_MAX);
 	if (!secret || secret_len == 0)
 		return ciel_err_set(err, CIEL_EINVAL, "signing secret is empty");
+	if (!r->nonce || strlen(r->nonce) != 32 || strspn(r->nonce, "0123456789abcdef") != 32)
+		return ciel_err_field(err, CIEL_EINVAL, "nonce",
+				      "nonce: must be 32 lower-case hex characters");
 	if (sign_canonical(r, &creq, err) < 0)
 		return -1;
 	enc_sha256_hex(creq, strlen(creq), creq_hash);
 	free(creq);
 	/* date (16) and scope (<= 64) are validated, so the size is known */
-	sts_len = sizeof(SIGN_ALGO) + 16 + 1 + SIGN_SCOPE_MAX + 1 + 64 + 1;
+	sts_len = sizeof(SIGN_ALGO) + 16 + 1 + SIGN_SCOPE_MAX + 1 + 32 + 1 + 64 + 1;
 	sts = malloc(sts_len);
 	if (!sts)
 		return ciel_err_set(err, CIEL_ENOMEM, "string to sign: out of memory");
-	n = snprintf(sts, sts_len, SIGN_ALGO "\n%s\n%s\n%s", r->date, scope, creq_hash);
+	n = snprintf(sts, sts_len, SIGN_ALGO "\n%s\n%s\n%s\n%s", r->date, scope, r->nonce,
+		     creq_hash);
 	if (n < 0 || (size_t)n >= sts_len)
 		BUG("string to sign does not fit");
 	enc_hmac_sha256(secret, secret_len, sts, (size_t)n, mac);
@@ -372,8 +376,8 @@ int sign_compute(const struct sign_request *r, const char *scope, const void *se
 	return 0;
 }
 
-int sign_authorization(const char *key_id, const char *scope, const char sig_hex[65], char *out,
-		       size_t out_size, struct ciel_err *err)
+int sign_authorization(const char *key_id, const char *scope, const char nonce[33],
+		       const char sig_hex[65], char *out, size_t out_size, struct ciel_err *err)
 {
 	int n;
 
@@ -387,10 +391,12 @@ int sign_authorization(const char *key_id, const char *scope, const char sig_hex
 	if (!valid_lower_hex64(sig_hex))
 		return ciel_err_set(err, CIEL_EINVAL,
 				    "signature: must be 64 lower-case hex characters");
+	if (!nonce || strlen(nonce) != 32 || strspn(nonce, "0123456789abcdef") != 32)
+		return ciel_err_set(err, CIEL_EINVAL, "nonce: must be 32 lower-case hex characters");
 	n = snprintf(out, out_size,
 		     SIGN_ALGO " Credential=%s/%s, SignedHeaders=" SIGN_SIGNED_HEADERS
-			       ", Signature=%s",
-		     key_id, scope, sig_hex);
+			       ", Nonce=%s, Signature=%s",
+		     key_id, scope, nonce, sig_hex);
 	if (n < 0 || (size_t)n >= out_size)
 		return ciel_err_set(err, CIEL_EINVAL,
 				    "authorization: buffer of %zu bytes too small", out_size);
@@ -468,10 +474,28 @@ bad:
 			      "authorization: signature must be 64 hex characters");
 }
 
+static int auth_nonce(const char *v, size_t n, struct sign_auth *out, struct ciel_err *err)
+{
+	if (n != 32)
+		goto bad;
+	for (size_t i = 0; i < 32; i++) {
+		int x = hexval((unsigned char)v[i]);
+
+		if (x < 0)
+			goto bad;
+		out->nonce[i] = "0123456789abcdef"[x];
+	}
+	out->nonce[32] = '\0';
+	return 0;
+bad:
+	return ciel_err_field(err, CIEL_EUNAUTH, "authorization",
+			      "authorization: nonce must be 32 hex characters");
+}
+
 int sign_parse_authorization(const char *hdr, struct sign_auth *out, struct ciel_err *err)
 {
-	static const char *const names[] = {"Credential", "SignedHeaders", "Signature"};
-	int seen[3] = {0};
+	static const char *const names[] = {"Credential", "SignedHeaders", "Signature", "Nonce"};
+	int seen[4] = {0};
 	const char *p, *end;
 	char q[48];
 	size_t n;
@@ -535,7 +559,7 @@ int sign_parse_authorization(const char *hdr, struct sign_auth *out, struct ciel
 		nlen = (size_t)(eq - part);
 		v = eq + 1;
 		vlen = (size_t)(pend - v);
-		for (int i = 0; i < 3; i++)
+		for (int i = 0; i < 4; i++)
 			if (nlen == strlen(names[i]) && !memcmp(part, names[i], nlen))
 				which = i;
 		if (which < 0) {
@@ -555,8 +579,10 @@ int sign_parse_authorization(const char *hdr, struct sign_auth *out, struct ciel
 			    "authorization: SignedHeaders must be " SIGN_SIGNED_HEADERS);
 		if (which == 2 && auth_signature(v, vlen, out, err) < 0)
 			return -1;
+		if (which == 3 && auth_nonce(v, vlen, out, err) < 0)
+			return -1;
 	}
-	for (int i = 0; i < 3; i++)
+	for (int i = 0; i < 4; i++)
 		if (!seen[i])
 			return ciel_err_field(err, CIEL_EUNAUTH, "authorization",
 					      "authorization: missing %s", names[i]);
@@ -631,11 +657,15 @@ int sign_client(const char *method, const char *path, const char *query, const c
 		const void *secret, size_t secret_len, time_t now, char date_out[17],
 		char body_sha_out[65], char *auth_out, size_t auth_size, struct ciel_err *err)
 {
-	struct sign_request r;
-	char sig[65];
+	struct sign_request r = { 0 };
+	unsigned char raw[16];
+	char sig[65], nonce[33];
 
 	if (!body && body_len)
 		return ciel_err_set(err, CIEL_EINVAL, "body: NULL with length %zu", body_len);
+	if (enc_random(raw, sizeof(raw), err) < 0)
+		return -1;
+	enc_hex(raw, sizeof(raw), nonce);
 	sign_format_date(now, date_out);
 	enc_sha256_hex(body, body_len, body_sha_out);
 	r.method = method;
@@ -644,9 +674,10 @@ int sign_client(const char *method, const char *path, const char *query, const c
 	r.host = host;
 	r.date = date_out;
 	r.body_sha256_hex = body_sha_out;
+	r.nonce = nonce;
 	if (sign_compute(&r, scope, secret, secret_len, sig, err) < 0)
 		return -1;
-	return sign_authorization(key_id, scope, sig, auth_out, auth_size, err);
+	return sign_authorization(key_id, scope, nonce, sig, auth_out, auth_size, err);
 }
 
 /*

@@ -14,10 +14,13 @@
  *   signed headers      ("host;x-ciel-content-sha256;x-ciel-date")
  *   body SHA-256 hex
  * String to sign:
- *   "CIEL-HMAC-SHA256\n" date "\n" scope "\n" hex(SHA-256(canonical request))
+ *   "CIEL-HMAC-SHA256\n" date "\n" scope "\n" nonce "\n" hex(SHA-256(canonical request))
  * Signature: hex(HMAC-SHA256(secret, string to sign)).
  * Authorization header:
- *   CIEL-HMAC-SHA256 Credential=<key id>/<scope>, SignedHeaders=host;x-ciel-content-sha256;x-ciel-date, Signature=<64 hex>
+ *   CIEL-HMAC-SHA256 Credential=<key id>/<scope>, SignedHeaders=host;x-ciel-content-sha256;x-ciel-date, Nonce=<32 hex>, Signature=<64 hex>
+ * The nonce is 16 random bytes per request. Without it two identical requests
+ * in the same second (the date's resolution) would carry the same signature,
+ * and the server's replay cache would refuse the second, legitimate one.
  * The scope is the tenant the request acts for ("region" for the operator);
  * a key used under another tenant's scope is refused by the server.
  * Date: x-ciel-date header, ISO 8601 basic UTC "20261123T105500Z".
@@ -44,6 +47,7 @@ struct sign_request {
 	const char *host;
 	const char *date;  /* "20261123T105500Z" */
 	const char *body_sha256_hex;
+	const char *nonce; /* 32 lower-case hex chars */
 };
 
 /* The canonical request as above; returns a malloc'd string (caller frees).
@@ -55,12 +59,13 @@ int sign_compute(const struct sign_request *r, const char *scope, const void *se
 		 size_t secret_len, char sig_hex[65], struct ciel_err *err);
 
 /* Build the Authorization header value into out. */
-int sign_authorization(const char *key_id, const char *scope, const char sig_hex[65], char *out,
-		       size_t out_size, struct ciel_err *err);
+int sign_authorization(const char *key_id, const char *scope, const char nonce[33],
+		       const char sig_hex[65], char *out, size_t out_size, struct ciel_err *err);
 
 struct sign_auth {
 	char key_id[SIGN_KEY_ID_MAX + 1];
 	char scope[SIGN_SCOPE_MAX + 1];
+	char nonce[33];
 	char signature[65];
 };
 /* Parse an Authorization header; -1 with CIEL_EUNAUTH and a precise message
@@ -71,7 +76,8 @@ int sign_parse_authorization(const char *hdr, struct sign_auth *out, struct ciel
 void sign_format_date(time_t t, char out[17]);
 int sign_parse_date(const char *s, time_t *out, struct ciel_err *err);
 
-/* Sign in one go for clients: fills date_out (17) and auth_out. */
+/* Sign in one go for clients, with a fresh random nonce: fills date_out (17),
+ * body_sha_out and auth_out (the nonce travels inside it). */
 int sign_client(const char *method, const char *path, const char *query, const char *host,
 		const void *body, size_t body_len, const char *key_id, const char *scope,
 		const void *secret, size_t secret_len, time_t now, char date_out[17],

@@ -34,6 +34,9 @@ check "same signature again: 401 replayed" is "$(replay)" 401
 tampered=$(curl -s --cacert "$DATA/pki/ca.pem" -H "${H[0]}" -H "${H[1]}" -H "${H[2]}" "$URL/v1/zones" | jq -r .error.reason)
 check "signature of another path: bad_signature" is "$tampered" bad_signature
 
+same=0; for _ in 1 2 3 4 5; do [ "$(code "$OK" "$OS" region GET /v1/zones "" -)" = 200 ] && same=$((same + 1)); done
+check "five identical requests in one second all pass (nonce)" is "$same" 5
+
 # tenants and their keys
 echo '{"name":"acme"}' >"$T/acme.json"
 r=$(sreq "$OK" "$OS" region POST /v1/tenants "" "$T/acme.json")
