@@ -285,8 +285,9 @@ static int listen_socket(const struct sockaddr_storage *ss, const char *listen_a
 int http_start(struct http_server **out, struct api *a, const struct http_opts *o,
 	       struct ciel_err *err)
 {
+	/* poll, not select: select() cannot watch a descriptor above 1023 */
 	unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
-			 MHD_USE_ERROR_LOG;
+			 MHD_USE_POLL | MHD_USE_ERROR_LOG;
 	struct sockaddr_storage ss;
 	struct http_server *s;
 	int loopback = 0;
