@@ -1,8 +1,9 @@
 /*
  * Unit tests for lib/auth/sign.c: canonical form, a known-answer signature
- * computed with Python's hmac/hashlib, round trip and tampering, the strict
- * Authorization and date parsers, and the replay cache (included as .c to
- * reach its size and cap).
+ * computed with Python's hmac/hashlib for a fixed nonce, round trip and
+ * tampering, the per-request nonce (fresh on every sign_client call, inside
+ * the signature, strictly validated), the strict Authorization and date
+ * parsers, and the replay cache (included as .c to reach its size and cap).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -43,12 +44,22 @@ static void test_canonical_literal(void **state)
 			       "x-ciel-date:" DATE "\n"
 			       "\n"
 			       "host;x-ciel-content-sha256;x-ciel-date\n" EMPTY_SHA);
+	/* the nonce goes into the string to sign only: the canonical request ignores it */
+	{
+		char *d = NULL;
+
+		r.nonce = "ffeeddccbbaa99887766554433221100";
+		assert_int_equal(sign_canonical(&r, &d, &err), 0);
+		assert_string_equal(d, c);
+		free(d);
+	}
 	free(c);
 }
 
 static char *canon(const char *path, const char *query)
 {
-	struct sign_request r = {"GET", path, query, "h", DATE, EMPTY_SHA};
+	/* the nonce is not part of the canonical request */
+	struct sign_request r = {"GET", path, query, "h", DATE, EMPTY_SHA, NULL};
 	char *c = NULL;
 
 	assert_int_equal(sign_canonical(&r, &c, NULL), 0);
@@ -126,8 +137,9 @@ static void test_canonical_rejects(void **state)
 	for (int i = 0; i < 65; i++)
 		o += (size_t)snprintf(many + o, sizeof(many) - o, "%sk=%d", i ? "&" : "", i % 10);
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		struct sign_request r = {cases[i].method, cases[i].path, cases[i].query,
-					 cases[i].host,	  cases[i].date, cases[i].sha};
+		struct sign_request r = {
+		    cases[i].method, cases[i].path, cases[i].query, cases[i].host, cases[i].date,
+		    cases[i].sha,    NULL};
 		struct ciel_err err = {0};
 		char *c = (char *)1;
 
@@ -139,7 +151,7 @@ static void test_canonical_rejects(void **state)
 	}
 	/* the limits themselves are accepted: 2048-byte path, 64 parameters */
 	{
-		struct sign_request r = {"GET", long_path, NULL, "h", DATE, EMPTY_SHA};
+		struct sign_request r = {"GET", long_path, NULL, "h", DATE, EMPTY_SHA, NULL};
 		char *c;
 
 		long_path[2048] = '\0';
@@ -153,26 +165,46 @@ static void test_canonical_rejects(void **state)
 	}
 }
 
+/* clang-format off */
 /*
- * Known answer, computed independently of this code:
- * python3 -c 'import
- * hmac,hashlib;b=b"{\"name\":\"web\"}";bh=hashlib.sha256(b).hexdigest();c="POST\n/v1/instances\na=1&b=2\nhost:ciel.example:8443\nx-ciel-content-sha256:"+bh+"\nx-ciel-date:20261123T105500Z\n\nhost;x-ciel-content-sha256;x-ciel-date\n"+bh;s="CIEL-HMAC-SHA256\n20261123T105500Z\nacme\n"+hashlib.sha256(c.encode()).hexdigest();print(bh,hmac.new(b"s3cr3t-key",s.encode(),hashlib.sha256).hexdigest())'
+ * Known answer, computed independently of this code (nonce fixed; the string
+ * to sign is algo, date, scope, nonce, hex(SHA-256(canonical request))); the
+ * one-liner is kept on one line so it can be pasted into a shell:
+ * python3 -c 'import hmac,hashlib;b=b"{\"name\":\"web\"}";bh=hashlib.sha256(b).hexdigest();c="POST\n/v1/instances\na=1&b=2\nhost:ciel.example:8443\nx-ciel-content-sha256:"+bh+"\nx-ciel-date:20261123T105500Z\n\nhost;x-ciel-content-sha256;x-ciel-date\n"+bh;s="CIEL-HMAC-SHA256\n20261123T105500Z\nacme\n00112233445566778899aabbccddeeff\n"+hashlib.sha256(c.encode()).hexdigest();print(bh,hmac.new(b"s3cr3t-key",s.encode(),hashlib.sha256).hexdigest())'
  */
+/* clang-format on */
 #define KAT_BODY "{\"name\":\"web\"}"
 #define KAT_BODY_SHA "447f02909facb4efb07be873f56f58789cdefad3830594f957cf2731e97f8b98"
-#define KAT_SIG "d354e9b09ebc1cd0f3d6b65578ca2123cfd05a18409a95f1c6e26c54683d1275"
+#define KAT_NONCE "00112233445566778899aabbccddeeff"
+#define KAT_SIG "2b4e6448d8cdf65a2ba2036b182ea5d401acaafa59c595525a8c36877b8baff7"
 #define KAT_SECRET "s3cr3t-key"
+
+#define KAT_AUTH                                                                 \
+	"CIEL-HMAC-SHA256 Credential=AK0123/acme, "                              \
+	"SignedHeaders=host;x-ciel-content-sha256;x-ciel-date, Nonce=" KAT_NONCE \
+	", Signature=" KAT_SIG
+
+static int is_lower_hex(const char *s, size_t n)
+{
+	return strlen(s) == n && strspn(s, "0123456789abcdef") == n;
+}
 
 static void test_known_answer(void **state)
 {
 	struct sign_request r = {"POST", "/v1/instances", "b=2&a=1", "ciel.example:8443",
-				 DATE,	 KAT_BODY_SHA};
-	char sig[65], date[17], bsha[65], auth[512];
+				 DATE,	 KAT_BODY_SHA,	  KAT_NONCE};
+	char sig[65], date[17], bsha[65], auth[512], want[512];
+	struct sign_auth a;
 	struct ciel_err err = {0};
 
 	(void)state;
 	assert_int_equal(sign_compute(&r, "acme", KAT_SECRET, strlen(KAT_SECRET), sig, &err), 0);
 	assert_string_equal(sig, KAT_SIG);
+	assert_int_equal(
+	    sign_authorization("AK0123", "acme", KAT_NONCE, KAT_SIG, auth, sizeof(auth), &err), 0);
+	assert_string_equal(auth, KAT_AUTH);
+
+	/* sign_client draws its own nonce, so its header is checked against that nonce */
 	assert_int_equal(sign_client("POST", "/v1/instances", "b=2&a=1", "ciel.example:8443",
 				     KAT_BODY, strlen(KAT_BODY), "AK0123", "acme", KAT_SECRET,
 				     strlen(KAT_SECRET), DATE_T, date, bsha, auth, sizeof(auth),
@@ -180,18 +212,25 @@ static void test_known_answer(void **state)
 			 0);
 	assert_string_equal(date, DATE);
 	assert_string_equal(bsha, KAT_BODY_SHA);
-	assert_string_equal(auth, "CIEL-HMAC-SHA256 Credential=AK0123/acme, "
-				  "SignedHeaders=host;x-ciel-content-sha256;x-ciel-date, "
-				  "Signature=" KAT_SIG);
+	assert_int_equal(sign_parse_authorization(auth, &a, &err), 0);
+	assert_true(is_lower_hex(a.nonce, 32));
+	r.nonce = a.nonce;
+	assert_int_equal(sign_compute(&r, "acme", KAT_SECRET, strlen(KAT_SECRET), sig, &err), 0);
+	snprintf(want, sizeof(want),
+		 "CIEL-HMAC-SHA256 Credential=AK0123/acme, "
+		 "SignedHeaders=host;x-ciel-content-sha256;x-ciel-date, Nonce=%s, Signature=%s",
+		 a.nonce, sig);
+	assert_string_equal(auth, want);
 }
 
 static void test_round_trip(void **state)
 {
 	static const char secret[] = "another secret";
-	char date[17], bsha[65], auth[512], sig[65];
+	char date[17], bsha[65], auth[512], sig[65], again[512];
 	struct sign_auth a;
 	struct sign_request r;
 	struct ciel_err err = {0};
+	size_t n;
 	time_t t;
 
 	(void)state;
@@ -203,12 +242,24 @@ static void test_round_trip(void **state)
 	assert_int_equal(sign_parse_authorization(auth, &a, &err), 0);
 	assert_string_equal(a.key_id, "AKROUND");
 	assert_string_equal(a.scope, "region");
+	assert_true(is_lower_hex(a.nonce, 32));
 	assert_int_equal(sign_parse_date(date, &t, &err), 0);
 	assert_int_equal(t, DATE_T + 7);
-	r = (struct sign_request){"DELETE", "/v1/instances/i-1", "", "localhost", date, bsha};
+	/* what the server does: rebuild the request, take the nonce from the header */
+	r = (struct sign_request){"DELETE", "/v1/instances/i-1", "", "localhost", date, bsha,
+				  a.nonce};
 	assert_int_equal(sign_compute(&r, a.scope, secret, sizeof(secret) - 1, sig, &err), 0);
 	assert_string_equal(sig, a.signature);
 	assert_true(enc_equal(sig, a.signature, 64));
+
+	/* the parsed parts rebuild the very same header, and it needs every byte it takes */
+	n = strlen(auth);
+	assert_int_equal(
+	    sign_authorization(a.key_id, a.scope, a.nonce, a.signature, again, n + 1, &err), 0);
+	assert_string_equal(again, auth);
+	assert_int_equal(
+	    sign_authorization(a.key_id, a.scope, a.nonce, a.signature, again, n, &err), -1);
+	assert_int_equal(err.code, CIEL_EINVAL);
 
 	/* too small a buffer is an error, not a truncated header */
 	assert_int_equal(sign_client("GET", "/", NULL, "h", NULL, 0, "AK", "region", secret,
@@ -216,10 +267,65 @@ static void test_round_trip(void **state)
 			 -1);
 }
 
+/*
+ * The reason the nonce exists: the same request signed twice in the same
+ * second must carry different signatures, so the replay cache lets both
+ * through and still refuses a real replay of either.
+ */
+static void test_nonce_fresh(void **state)
+{
+	static const char secret[] = "fresh secret";
+	char date[2][17], bsha[2][65], auth[2][512], sig[65], nonces[64][33];
+	struct sign_replay *rc = sign_replay_new();
+	struct sign_auth a[2], b;
+	struct ciel_err err = {0};
+
+	(void)state;
+	assert_non_null(rc);
+	for (int i = 0; i < 2; i++) {
+		struct sign_request r;
+
+		assert_int_equal(sign_client("POST", "/v1/instances", "a=1", "h", KAT_BODY,
+					     strlen(KAT_BODY), "AKSAME", "acme", secret,
+					     sizeof(secret) - 1, DATE_T, date[i], bsha[i], auth[i],
+					     sizeof(auth[i]), &err),
+				 0);
+		assert_int_equal(sign_parse_authorization(auth[i], &a[i], &err), 0);
+		r = (struct sign_request){"POST",  "/v1/instances", "a=1",     "h",
+					  date[i], bsha[i],	    a[i].nonce};
+		assert_int_equal(sign_compute(&r, "acme", secret, sizeof(secret) - 1, sig, &err),
+				 0);
+		assert_string_equal(sig, a[i].signature);
+		assert_int_equal(sign_replay_check(rc, a[i].signature, DATE_T, DATE_T, &err), 0);
+	}
+	assert_string_equal(date[0], date[1]);
+	assert_string_equal(bsha[0], bsha[1]);
+	assert_string_not_equal(auth[0], auth[1]);
+	assert_string_not_equal(a[0].nonce, a[1].nonce);
+	assert_string_not_equal(a[0].signature, a[1].signature);
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(sign_replay_check(rc, a[i].signature, DATE_T, DATE_T, &err), -1);
+		assert_int_equal(err.code, CIEL_EUNAUTH);
+	}
+	sign_replay_free(rc);
+
+	/* every call draws anew: no two of many nonces repeat */
+	for (int i = 0; i < 64; i++) {
+		assert_int_equal(sign_client("GET", "/", NULL, "h", NULL, 0, "AK", "region", secret,
+					     sizeof(secret) - 1, DATE_T, date[0], bsha[0], auth[0],
+					     sizeof(auth[0]), &err),
+				 0);
+		assert_int_equal(sign_parse_authorization(auth[0], &b, &err), 0);
+		memcpy(nonces[i], b.nonce, sizeof(b.nonce));
+		for (int j = 0; j < i; j++)
+			assert_string_not_equal(nonces[i], nonces[j]);
+	}
+}
+
 static void test_tamper(void **state)
 {
 	const struct sign_request base = {"POST", "/v1/instances", "b=2&a=1", "ciel.example:8443",
-					  DATE,	  KAT_BODY_SHA};
+					  DATE,	  KAT_BODY_SHA,	   KAT_NONCE};
 	struct sign_request r;
 	char sig[65];
 
@@ -240,6 +346,10 @@ static void test_tamper(void **state)
 	CHANGED(host, "other.example:8443", "acme", KAT_SECRET);
 	CHANGED(body_sha256_hex, EMPTY_SHA, "acme", KAT_SECRET);
 	CHANGED(date, "20261123T105501Z", "acme", KAT_SECRET);
+	/* the nonce is signed: swapping in another one, even by one digit, breaks the signature */
+	CHANGED(nonce, "00112233445566778899aabbccddeefe", "acme", KAT_SECRET);
+	CHANGED(nonce, "10112233445566778899aabbccddeeff", "acme", KAT_SECRET);
+	CHANGED(nonce, "00000000000000000000000000000000", "acme", KAT_SECRET);
 	CHANGED(method, "POST", "acme2", KAT_SECRET);
 	CHANGED(method, "POST", "acme", "s3cr3t-kez");
 #undef CHANGED
@@ -254,8 +364,55 @@ static void test_tamper(void **state)
 	assert_int_equal(sign_compute(&base, "acme", "", 0, sig, NULL), -1);
 }
 
+/*
+ * Only one spelling of a nonce is signed (32 lower-case hex), so a nonce can
+ * neither smuggle a '\n' into the string to sign nor be left out.
+ */
+static void test_nonce_rejects(void **state)
+{
+	static const char *const bad[] = {
+	    NULL,
+	    "",
+	    "0011223344556677",
+	    "00112233445566778899aabbccddeef",	 /* 31 */
+	    "00112233445566778899aabbccddeeff0", /* 33 */
+	    "00112233445566778899AABBCCDDEEFF",
+	    "00112233445566778899aabbccddeeFf",
+	    "g0112233445566778899aabbccddeeff",
+	    "0x112233445566778899aabbccddeeff",
+	    " 0112233445566778899aabbccddeeff",
+	    "00112233445566778899aabbccddee\nf",
+	};
+	struct sign_request r = {"POST", "/v1/instances", "b=2&a=1", "ciel.example:8443",
+				 DATE,	 KAT_BODY_SHA,	  NULL};
+	char sig[65], auth[512];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		struct ciel_err err = {0};
+
+		r.nonce = bad[i];
+		if (sign_compute(&r, "acme", KAT_SECRET, strlen(KAT_SECRET), sig, &err) != -1)
+			fail_msg("sign_compute: nonce %zu accepted", i);
+		assert_int_equal(err.code, CIEL_EINVAL);
+		assert_string_equal(err.field, "nonce");
+		assert_string_equal(err.msg, "nonce: must be 32 lower-case hex characters");
+		err = (struct ciel_err){0};
+		if (sign_authorization("AK0123", "acme", bad[i], KAT_SIG, auth, sizeof(auth),
+				       &err) != -1)
+			fail_msg("sign_authorization: nonce %zu accepted", i);
+		assert_int_equal(err.code, CIEL_EINVAL);
+		assert_string_equal(err.msg, "nonce: must be 32 lower-case hex characters");
+	}
+	/* the same request with a good nonce signs, so it was the nonce that was refused */
+	r.nonce = KAT_NONCE;
+	assert_int_equal(sign_compute(&r, "acme", KAT_SECRET, strlen(KAT_SECRET), sig, NULL), 0);
+	assert_string_equal(sig, KAT_SIG);
+}
+
 #define GOOD_SIG "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 #define SH "SignedHeaders=host;x-ciel-content-sha256;x-ciel-date"
+#define NONCE "Nonce=" KAT_NONCE
 
 static void test_parse_authorization_ok(void **state)
 {
@@ -266,17 +423,33 @@ static void test_parse_authorization_ok(void **state)
 	/* parts in any order, optional whitespace, upper-case hex folded to lower */
 	assert_int_equal(sign_parse_authorization("  CIEL-HMAC-SHA256   Signature=0123456789ABCDEF"
 						  "0123456789abcdef0123456789abcdef0123456789abcdef"
-						  " ,Credential=Ak9/t-1,\t" SH " \t",
+						  " ,Nonce=00112233445566778899AABBCCDDEEFF"
+						  ",Credential=Ak9/t-1,\t" SH " \t",
 						  &a, &err),
 			 0);
 	assert_string_equal(a.key_id, "Ak9");
 	assert_string_equal(a.scope, "t-1");
+	assert_string_equal(a.nonce, KAT_NONCE);
 	assert_string_equal(a.signature, GOOD_SIG);
+	/* the nonce first works as well, and mixed case folds the same */
+	assert_int_equal(sign_parse_authorization("CIEL-HMAC-SHA256 Nonce=0011223344556677"
+						  "8899aAbBcCdDeEfF, Credential=AK/t, " SH
+						  ", Signature=" GOOD_SIG,
+						  &a, &err),
+			 0);
+	assert_string_equal(a.key_id, "AK");
+	assert_string_equal(a.nonce, KAT_NONCE);
+	/* and what sign_authorization writes parses back to the same parts */
+	assert_int_equal(sign_parse_authorization(KAT_AUTH, &a, &err), 0);
+	assert_string_equal(a.key_id, "AK0123");
+	assert_string_equal(a.scope, "acme");
+	assert_string_equal(a.nonce, KAT_NONCE);
+	assert_string_equal(a.signature, KAT_SIG);
 }
 
 static void test_parse_authorization_rejects(void **state)
 {
-	char k65[400], s65[400], longhdr[1100];
+	char k65[512], s65[512], longhdr[1100];
 	const struct {
 		const char *hdr;
 		const char *msg;
@@ -288,56 +461,87 @@ static void test_parse_authorization_rejects(void **state)
 	     "authorization: unsupported algorithm 'ciel-hmac-sha256'"},
 	    {"Bearer\x01xyz", "authorization: unsupported algorithm 'Bearer?xyz'"},
 	    {"CIEL-HMAC-SHA256", "authorization: missing Credential"},
-	    {"CIEL-HMAC-SHA256 Credential=AK/t, " SH, "authorization: missing Signature"},
-	    {"CIEL-HMAC-SHA256 Credential=AK/t, Signature=" GOOD_SIG,
+	    {"CIEL-HMAC-SHA256 Credential=AK/t, " SH ", " NONCE,
+	     "authorization: missing Signature"},
+	    {"CIEL-HMAC-SHA256 Credential=AK/t, " NONCE ", Signature=" GOOD_SIG,
 	     "authorization: missing SignedHeaders"},
-	    {"CIEL-HMAC-SHA256 " SH ", Signature=" GOOD_SIG, "authorization: missing Credential"},
-	    {"CIEL-HMAC-SHA256 Credential=AK/t, SignedHeaders=host;x-ciel-date, "
-	     "Signature=" GOOD_SIG,
+	    {"CIEL-HMAC-SHA256 " SH ", " NONCE ", Signature=" GOOD_SIG,
+	     "authorization: missing Credential"},
+	    {"CIEL-HMAC-SHA256 Credential=AK/t, SignedHeaders=host;x-ciel-date, " NONCE
+	     ", Signature=" GOOD_SIG,
 	     "authorization: SignedHeaders must be host;x-ciel-content-sha256;x-ciel-date"},
-	    {"CIEL-HMAC-SHA256 Credential=AK/t, SignedHeaders=, Signature=" GOOD_SIG,
+	    {"CIEL-HMAC-SHA256 Credential=AK/t, SignedHeaders=, " NONCE ", Signature=" GOOD_SIG,
 	     "authorization: SignedHeaders must be host;x-ciel-content-sha256;x-ciel-date"},
-	    {"CIEL-HMAC-SHA256 Credential=AK/t, " SH ", Signature=abc",
+	    {"CIEL-HMAC-SHA256 Credential=AK/t, " SH ", " NONCE ", Signature=abc",
 	     "authorization: signature must be 64 hex characters"},
-	    {"CIEL-HMAC-SHA256 Credential=AK/t, " SH ", Signature=" GOOD_SIG "0",
+	    {"CIEL-HMAC-SHA256 Credential=AK/t, " SH ", " NONCE ", Signature=" GOOD_SIG "0",
 	     "authorization: signature must be 64 hex characters"},
-	    {"CIEL-HMAC-SHA256 Credential=AK/t, " SH
+	    {"CIEL-HMAC-SHA256 Credential=AK/t, " SH ", " NONCE
 	     ", Signature=g123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
 	     "authorization: signature must be 64 hex characters"},
-	    {"CIEL-HMAC-SHA256 Credential=AK-1/t, " SH ", Signature=" GOOD_SIG,
+	    {"CIEL-HMAC-SHA256 Credential=AK-1/t, " SH ", " NONCE ", Signature=" GOOD_SIG,
 	     "authorization: key id must be 1-64 characters [A-Za-z0-9]"},
-	    {"CIEL-HMAC-SHA256 Credential=/t, " SH ", Signature=" GOOD_SIG,
+	    {"CIEL-HMAC-SHA256 Credential=/t, " SH ", " NONCE ", Signature=" GOOD_SIG,
 	     "authorization: key id must be 1-64 characters [A-Za-z0-9]"},
 	    {k65, "authorization: key id must be 1-64 characters [A-Za-z0-9]"},
-	    {"CIEL-HMAC-SHA256 Credential=AK/Acme, " SH ", Signature=" GOOD_SIG,
+	    {"CIEL-HMAC-SHA256 Credential=AK/Acme, " SH ", " NONCE ", Signature=" GOOD_SIG,
 	     "authorization: scope must be 1-64 characters [a-z0-9-]"},
-	    {"CIEL-HMAC-SHA256 Credential=AK/, " SH ", Signature=" GOOD_SIG,
+	    {"CIEL-HMAC-SHA256 Credential=AK/, " SH ", " NONCE ", Signature=" GOOD_SIG,
 	     "authorization: scope must be 1-64 characters [a-z0-9-]"},
-	    {"CIEL-HMAC-SHA256 Credential=AK/t/u, " SH ", Signature=" GOOD_SIG,
+	    {"CIEL-HMAC-SHA256 Credential=AK/t/u, " SH ", " NONCE ", Signature=" GOOD_SIG,
 	     "authorization: scope must be 1-64 characters [a-z0-9-]"},
 	    {s65, "authorization: scope must be 1-64 characters [a-z0-9-]"},
-	    {"CIEL-HMAC-SHA256 Credential=AK, " SH ", Signature=" GOOD_SIG,
+	    {"CIEL-HMAC-SHA256 Credential=AK, " SH ", " NONCE ", Signature=" GOOD_SIG,
 	     "authorization: Credential must be <key id>/<scope>"},
-	    {"CIEL-HMAC-SHA256 Credential=AK/t, Credential=AK/t, " SH ", Signature=" GOOD_SIG,
+	    {"CIEL-HMAC-SHA256 Credential=AK/t, Credential=AK/t, " SH ", " NONCE
+	     ", Signature=" GOOD_SIG,
 	     "authorization: duplicate Credential"},
-	    {"CIEL-HMAC-SHA256 Credential=AK/t, " SH ", Signature=" GOOD_SIG ", Extra=1",
+	    {"CIEL-HMAC-SHA256 Credential=AK/t, " SH ", " NONCE ", Signature=" GOOD_SIG ", Extra=1",
 	     "authorization: unknown part 'Extra'"},
-	    {"CIEL-HMAC-SHA256 credential=AK/t, " SH ", Signature=" GOOD_SIG,
+	    {"CIEL-HMAC-SHA256 credential=AK/t, " SH ", " NONCE ", Signature=" GOOD_SIG,
 	     "authorization: unknown part 'credential'"},
-	    {"CIEL-HMAC-SHA256 Credential=AK/t,, " SH ", Signature=" GOOD_SIG,
+	    {"CIEL-HMAC-SHA256 Credential=AK/t,, " SH ", " NONCE ", Signature=" GOOD_SIG,
 	     "authorization: empty part"},
-	    {"CIEL-HMAC-SHA256 Credential=AK/t, " SH ", Signature=" GOOD_SIG ",",
+	    {"CIEL-HMAC-SHA256 Credential=AK/t, " SH ", " NONCE ", Signature=" GOOD_SIG ",",
 	     "authorization: empty part"},
 	    {"CIEL-HMAC-SHA256 Credential AK/t", "authorization: malformed part 'Credential AK/t'"},
 	    {longhdr, "authorization: longer than 1024 bytes"},
+	    /* the nonce: required, exactly 32 hex digits, once */
+	    {"CIEL-HMAC-SHA256 Credential=AK/t, " SH ", Signature=" GOOD_SIG,
+	     "authorization: missing Nonce"},
+	    {"CIEL-HMAC-SHA256 Credential=AK/t, " SH ", Nonce=, Signature=" GOOD_SIG,
+	     "authorization: nonce must be 32 hex characters"},
+	    {"CIEL-HMAC-SHA256 Credential=AK/t, " SH ", Nonce=abc, Signature=" GOOD_SIG,
+	     "authorization: nonce must be 32 hex characters"},
+	    {"CIEL-HMAC-SHA256 Credential=AK/t, " SH
+	     ", Nonce=00112233445566778899aabbccddeef, Signature=" GOOD_SIG,
+	     "authorization: nonce must be 32 hex characters"},
+	    {"CIEL-HMAC-SHA256 Credential=AK/t, " SH ", " NONCE "0, Signature=" GOOD_SIG,
+	     "authorization: nonce must be 32 hex characters"},
+	    {"CIEL-HMAC-SHA256 Credential=AK/t, " SH ", Nonce=" GOOD_SIG ", Signature=" GOOD_SIG,
+	     "authorization: nonce must be 32 hex characters"},
+	    {"CIEL-HMAC-SHA256 Credential=AK/t, " SH
+	     ", Nonce=g0112233445566778899aabbccddeeff, Signature=" GOOD_SIG,
+	     "authorization: nonce must be 32 hex characters"},
+	    {"CIEL-HMAC-SHA256 Credential=AK/t, " SH
+	     ", Nonce=00112233445566778899aabbccdd eff, Signature=" GOOD_SIG,
+	     "authorization: nonce must be 32 hex characters"},
+	    {"CIEL-HMAC-SHA256 Credential=AK/t, " SH ", " NONCE ", Signature=" GOOD_SIG ", " NONCE,
+	     "authorization: duplicate Nonce"},
+	    {"CIEL-HMAC-SHA256 Credential=AK/t, " SH ", " NONCE ", " NONCE ", Signature=" GOOD_SIG,
+	     "authorization: duplicate Nonce"},
+	    {"CIEL-HMAC-SHA256 Credential=AK/t, " SH ", nonce=" KAT_NONCE ", Signature=" GOOD_SIG,
+	     "authorization: unknown part 'nonce'"},
+	    {"CIEL-HMAC-SHA256 Credential=AK/t, " SH ", Nonce, Signature=" GOOD_SIG,
+	     "authorization: malformed part 'Nonce'"},
 	};
 	struct sign_auth a;
 
 	(void)state;
 	snprintf(k65, sizeof(k65),
-		 "CIEL-HMAC-SHA256 Credential=%065d/t, " SH ", Signature=" GOOD_SIG, 0);
+		 "CIEL-HMAC-SHA256 Credential=%065d/t, " SH ", " NONCE ", Signature=" GOOD_SIG, 0);
 	snprintf(s65, sizeof(s65),
-		 "CIEL-HMAC-SHA256 Credential=AK/%065d, " SH ", Signature=" GOOD_SIG, 0);
+		 "CIEL-HMAC-SHA256 Credential=AK/%065d, " SH ", " NONCE ", Signature=" GOOD_SIG, 0);
 	memset(longhdr, 'x', sizeof(longhdr) - 1);
 	longhdr[sizeof(longhdr) - 1] = '\0';
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -350,10 +554,12 @@ static void test_parse_authorization_rejects(void **state)
 	}
 	/* exactly 64-character key id and scope are fine */
 	snprintf(k65, sizeof(k65),
-		 "CIEL-HMAC-SHA256 Credential=%064d/%064d, " SH ", Signature=" GOOD_SIG, 1, 2);
+		 "CIEL-HMAC-SHA256 Credential=%064d/%064d, " SH ", " NONCE ", Signature=" GOOD_SIG,
+		 1, 2);
 	assert_int_equal(sign_parse_authorization(k65, &a, NULL), 0);
 	assert_int_equal(strlen(a.key_id), 64);
 	assert_int_equal(strlen(a.scope), 64);
+	assert_string_equal(a.nonce, KAT_NONCE);
 }
 
 static void test_dates(void **state)
@@ -558,7 +764,9 @@ int main(void)
 	    cmocka_unit_test(test_canonical_rejects),
 	    cmocka_unit_test(test_known_answer),
 	    cmocka_unit_test(test_round_trip),
+	    cmocka_unit_test(test_nonce_fresh),
 	    cmocka_unit_test(test_tamper),
+	    cmocka_unit_test(test_nonce_rejects),
 	    cmocka_unit_test(test_parse_authorization_ok),
 	    cmocka_unit_test(test_parse_authorization_rejects),
 	    cmocka_unit_test(test_dates),
