@@ -126,8 +126,10 @@ static json_t *list_docs(struct api *a, const char *prefix, struct ciel_err *err
 		json_t *d = json_loadb(l.items[i].value, l.items[i].value_len, 0, NULL);
 
 		/* only direct children: "/tenants/t/keys/ID", not deeper */
-		if (d && !strchr(l.items[i].key + strlen(prefix), '/'))
+		if (d && !strchr(l.items[i].key + strlen(prefix), '/')) {
+			json_object_set_new(d, "revision", json_integer(l.items[i].mod_rev));
 			json_array_append_new(items, d);
+		}
 		else
 			json_decref(d);
 	}

@@ -172,7 +172,6 @@ static int cmd_serve(void)
 	int64_t t0 = ts_mono_ms();
 	int ret = 1;
 
-	log_set_prog("cield");
 	signal(SIGPIPE, SIG_IGN);
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
@@ -246,6 +245,7 @@ int main(int argc, char **argv)
 			argv[1]);
 		return 2;
 	}
+	log_set_prog("cield");
 	if (parse_opts(argc - 2, argv + 2) < 0)
 		return 2;
 	return strcmp(argv[1], "init") == 0 ? cmd_init() : cmd_serve();

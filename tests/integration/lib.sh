@@ -41,7 +41,8 @@ ok() { n_ok=$((n_ok + 1)); echo "ok $((n_ok + n_fail)) - $*"; }
 not_ok() { n_fail=$((n_fail + 1)); echo "not ok $((n_ok + n_fail)) - $*"; }
 check() { # description, command...
 	local d=$1; shift
-	if "$@" >"$T/out" 2>"$T/err"; then ok "$d"; else not_ok "$d"; sed 's/^/#   /' "$T/out" "$T/err" | tail -15; fi
+	# its own files: a check often greps the out/err of the expect_exit before it
+	if "$@" >"$T/check.out" 2>"$T/check.err"; then ok "$d"; else not_ok "$d"; sed 's/^/#   /' "$T/check.out" "$T/check.err" | tail -15; fi
 }
 # expect_exit CODE description command...
 expect_exit() {
