@@ -65,11 +65,15 @@ static void fuzz_canonical(const struct sign_request *r, const char *scope)
 	path = line_of(creq, 1);
 	query = line_of(creq, 2);
 	check(path && query);
-	r2 = *r;
-	r2.path = path;
-	r2.query = query;
-	check(sign_canonical(&r2, &again, NULL) == 0);
-	check(strcmp(creq, again) == 0);
+	/* canonical form is a fixed point, for canonical forms that are themselves
+	 * within the input limits (escaping can triple a path's length) */
+	if (strlen(path) <= 2048 && strlen(query) <= 8192) {
+		r2 = *r;
+		r2.path = path;
+		r2.query = query;
+		check(sign_canonical(&r2, &again, NULL) == 0);
+		check(strcmp(creq, again) == 0);
+	}
 	if (sign_compute(r, scope, "k", 1, sig, NULL) == 0) {
 		check(is_lower_hex(sig, 64));
 		check(is_lower_hex(r->nonce, 32));
