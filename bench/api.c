@@ -55,6 +55,7 @@
 #include <jansson.h>
 
 #include "auth/sign.h"
+#include "util/dbuf.h"
 #include "util/err.h"
 #include "util/log.h"
 #include "util/ts.h"
@@ -79,14 +80,9 @@ struct creds {
 	char ca_file[PATH_MAX];
 };
 
-struct buf {
-	char *p;
-	size_t len, cap;
-};
-
 struct conn {
 	CURL *h;
-	struct buf body;
+	struct dbuf body; /* the last answer, at most MAX_BODY_BYTES */
 	char errbuf[CURL_ERROR_SIZE];
 };
 
@@ -322,32 +318,16 @@ out:
 
 static size_t on_body(char *data, size_t size, size_t nmemb, void *ud)
 {
-	struct buf *b = ud;
 	size_t n = size * nmemb;
 
-	if (b->len + n + 1 > MAX_BODY_BYTES)
-		return 0; /* curl fails the transfer: a bench must not buffer a runaway body */
-	if (b->len + n + 1 > b->cap) {
-		size_t cap = b->cap ? b->cap : 4096;
-		char *p;
-
-		while (cap < b->len + n + 1)
-			cap *= 2;
-		p = realloc(b->p, cap);
-		if (!p)
-			return 0;
-		b->p = p;
-		b->cap = cap;
-	}
-	memcpy(b->p + b->len, data, n);
-	b->len += n;
-	b->p[b->len] = '\0';
-	return n;
+	/* a failed add makes curl fail the transfer: a bench must not buffer a runaway body */
+	return dbuf_add(ud, data, n) < 0 ? 0 : n;
 }
 
 static int conn_init(struct conn *c, const struct creds *cr, struct ciel_err *err)
 {
 	memset(c, 0, sizeof(*c));
+	dbuf_init(&c->body, MAX_BODY_BYTES);
 	c->h = curl_easy_init();
 	if (!c->h)
 		return ciel_err_set(err, CIEL_ENOMEM, "curl_easy_init failed");
@@ -367,7 +347,7 @@ static void conn_release(struct conn *c)
 {
 	if (c->h)
 		curl_easy_cleanup(c->h);
-	free(c->body.p);
+	dbuf_release(&c->body);
 	memset(c, 0, sizeof(*c));
 }
 
@@ -383,7 +363,7 @@ static int hdr_add(struct curl_slist **h, const char *line)
 
 /*
  * One request. cr NULL sends it unsigned. Returns 0 with *status set for any
- * HTTP answer (the body is in c->body.p, NUL-terminated, valid until the next
+ * HTTP answer (the body is dbuf_str(&c->body), valid until the next
  * call), -1 for a transport or signing failure.
  */
 static int conn_do(struct conn *c, const struct creds *base, const struct creds *cr,
@@ -400,9 +380,7 @@ static int conn_do(struct conn *c, const struct creds *base, const struct creds 
 	if (snprintf(url, sizeof(url), "%s%s%s%s", base->endpoint, full_path,
 		     query && *query ? "?" : "", query ? query : "") >= (int)sizeof(url))
 		return ciel_err_set(err, CIEL_EINVAL, "url too long");
-	c->body.len = 0;
-	if (c->body.p)
-		c->body.p[0] = '\0';
+	dbuf_reset(&c->body);
 	c->errbuf[0] = '\0';
 
 	snprintf(hdr, sizeof(hdr), "Host: %s", base->host);
@@ -573,7 +551,7 @@ static void *worker_main(void *arg)
 			break;
 		}
 		if (rc == 0 && status >= 200 && status <= 299 && r->phase == PH_CREATE &&
-		    made_push(w, i - 1, w->conn->body.p) < 0) {
+		    made_push(w, i - 1, dbuf_str(&w->conn->body)) < 0) {
 			w->oom = 1;
 			break;
 		}
@@ -587,7 +565,7 @@ static void *worker_main(void *arg)
 					log_error(
 					    "first error conns=%d phase=%s status=%ld body=%.400s",
 					    r->conns, phase_names[r->phase], status,
-					    w->conn->body.p ? w->conn->body.p : "");
+					    dbuf_str(&w->conn->body));
 			}
 		}
 	}
@@ -792,18 +770,17 @@ static int tenant_create(const struct creds *op, struct creds *tc, char *name, s
 		goto out;
 	if (status != 201) {
 		ciel_err_set(err, CIEL_EINTERNAL, "POST /v1/tenants: HTTP %ld: %.400s", status,
-			     c.body.p ? c.body.p : "");
+			     dbuf_str(&c.body));
 		goto out;
 	}
-	root = json_loads(c.body.p ? c.body.p : "", 0, &jerr);
+	root = json_loads(dbuf_str(&c.body), 0, &jerr);
 	key = root ? json_object_get(root, "key") : NULL;
 	id = json_string_value(json_object_get(key, "id"));
 	secret = json_string_value(json_object_get(key, "secret"));
 	tenant = json_string_value(json_object_get(key, "tenant"));
 	if (!id || !secret) {
 		ciel_err_set(err, CIEL_EINTERNAL,
-			     "POST /v1/tenants: no key.id/key.secret in %.400s",
-			     c.body.p ? c.body.p : "");
+			     "POST /v1/tenants: no key.id/key.secret in %.400s", dbuf_str(&c.body));
 		/* created all the same: the caller must still delete it */
 		ret = -2;
 		goto out;
@@ -837,7 +814,7 @@ static int tenant_delete(const struct creds *op, const char *name, struct ciel_e
 		goto out;
 	if (status < 200 || status > 299) {
 		ciel_err_set(err, CIEL_EINTERNAL, "DELETE %s: HTTP %ld: %.400s", path, status,
-			     c.body.p ? c.body.p : "");
+			     dbuf_str(&c.body));
 		goto out;
 	}
 	ret = 0;

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "util/dbuf.h"
 #include "util/log.h"
 
 struct http_server {
@@ -24,9 +25,8 @@ struct http_server {
 /* Per request state, created by the URI callback before any header is parsed. */
 struct hreq {
 	char *uri;
-	char *body;
-	size_t len, cap;
-	int too_big;
+	struct dbuf body; /* at most API_BODY_MAX */
+	int too_big;	  /* answer 413; the body is dropped, the rest of it read and ignored */
 	int started;
 };
 
@@ -36,8 +36,10 @@ static void *uri_cb(void *cls, const char *uri, struct MHD_Connection *c)
 
 	(void)cls;
 	(void)c;
-	if (h)
+	if (h) {
 		h->uri = strdup(uri ? uri : "/");
+		dbuf_init(&h->body, API_BODY_MAX);
+	}
 	return h;
 }
 
@@ -52,7 +54,7 @@ static void completed_cb(void *cls, struct MHD_Connection *c, void **con_cls,
 	if (!h)
 		return;
 	free(h->uri);
-	free(h->body);
+	dbuf_release(&h->body);
 	free(h);
 	*con_cls = NULL;
 }
@@ -101,8 +103,8 @@ static enum MHD_Result respond(struct http_server *s, struct MHD_Connection *c, 
 	r.h_content_sha256 = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
 							 "X-Ciel-Content-Sha256");
 	r.h_authorization = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
-	r.body = h->body ? h->body : "";
-	r.body_len = h->len;
+	r.body = dbuf_str(&h->body);
+	r.body_len = h->body.len;
 	r.too_big = h->too_big;
 	source_of(c, r.source, sizeof(r.source));
 
@@ -162,29 +164,11 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *c, const char
 		return MHD_YES;
 	}
 	if (*upload_size) {
-		if (!h->too_big) {
-			if (h->len + *upload_size > API_BODY_MAX) {
-				h->too_big = 1;
-				free(h->body);
-				h->body = NULL;
-				h->len = h->cap = 0;
-			} else {
-				if (h->len + *upload_size + 1 > h->cap) {
-					size_t cap = (h->len + *upload_size + 1) * 2;
-					char *nb;
-
-					if (cap > API_BODY_MAX + 1)
-						cap = API_BODY_MAX + 1;
-					nb = realloc(h->body, cap);
-					if (!nb)
-						return MHD_NO;
-					h->body = nb;
-					h->cap = cap;
-				}
-				memcpy(h->body + h->len, upload, *upload_size);
-				h->len += *upload_size;
-				h->body[h->len] = '\0';
-			}
+		if (!h->too_big && dbuf_add(&h->body, upload, *upload_size) < 0) {
+			if (!h->body.toobig)
+				return MHD_NO; /* out of memory: drop the connection */
+			h->too_big = 1;
+			dbuf_release(&h->body);
 		}
 		*upload_size = 0;
 		return MHD_YES;

@@ -1,11 +1,12 @@
 /* metrics — see metrics.h. */
 #include "api/metrics.h"
 
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "util/dbuf.h"
 
 /* Statuses the API answers with; anything else is counted under "other". */
 static const int statuses[] = { 200, 201, 400, 401, 403, 404, 405, 409, 413, 500, 503 };
@@ -71,54 +72,15 @@ void metrics_audit_event(struct metrics *m, int ok)
 	atomic_fetch_add_explicit(ok ? &m->audit_ok : &m->audit_failed, 1, memory_order_relaxed);
 }
 
-struct out {
-	char *buf;
-	size_t len, cap;
-	int oom;
-};
-
-static void put(struct out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void put(struct out *o, const char *fmt, ...)
-{
-	va_list ap;
-	int n;
-
-	if (o->oom)
-		return;
-	for (;;) {
-		va_start(ap, fmt);
-		n = vsnprintf(o->buf + o->len, o->cap - o->len, fmt, ap);
-		va_end(ap);
-		if (n < 0) {
-			o->oom = 1;
-			return;
-		}
-		if (o->len + (size_t)n < o->cap) {
-			o->len += (size_t)n;
-			return;
-		}
-		char *nb = realloc(o->buf, o->cap * 2 + (size_t)n);
-
-		if (!nb) {
-			o->oom = 1;
-			return;
-		}
-		o->buf = nb;
-		o->cap = o->cap * 2 + (size_t)n;
-	}
-}
-
 char *metrics_render(struct metrics *m, size_t *len)
 {
-	struct out o = { .cap = 8192 };
 	unsigned long long cum = 0;
+	struct dbuf o;
 
-	o.buf = malloc(o.cap);
-	if (!o.buf)
-		return NULL;
-	o.buf[0] = '\0';
-	put(&o, "# HELP ciel_api_requests_total API requests by route and HTTP status.\n"
-		"# TYPE ciel_api_requests_total counter\n");
+	/* a failed add is sticky: one check at the end covers every line */
+	dbuf_init(&o, DBUF_NO_MAX);
+	dbuf_addstr(&o, "# HELP ciel_api_requests_total API requests by route and HTTP status.\n"
+			"# TYPE ciel_api_requests_total counter\n");
 	for (size_t r = 0; r <= m->n; r++) {
 		for (size_t s = 0; s < N_STATUS; s++) {
 			unsigned long long c = atomic_load(&m->count[r * N_STATUS + s]);
@@ -130,32 +92,36 @@ char *metrics_render(struct metrics *m, size_t *len)
 				snprintf(code, sizeof(code), "%d", statuses[s]);
 			else
 				snprintf(code, sizeof(code), "other");
-			put(&o, "ciel_api_requests_total{route=\"%s\",code=\"%s\"} %llu\n",
-			    r < m->n ? m->names[r] : "unknown", code, c);
+			dbuf_printf(&o, "ciel_api_requests_total{route=\"%s\",code=\"%s\"} %llu\n",
+				    r < m->n ? m->names[r] : "unknown", code, c);
 		}
 	}
-	put(&o, "# HELP ciel_api_request_duration_seconds Time from request to answer.\n"
-		"# TYPE ciel_api_request_duration_seconds histogram\n");
+	dbuf_addstr(&o, "# HELP ciel_api_request_duration_seconds Time from request to answer.\n"
+			"# TYPE ciel_api_request_duration_seconds histogram\n");
 	for (size_t b = 0; b <= N_BUCKET; b++) {
 		cum += atomic_load(&m->hist[b]);
 		if (b < N_BUCKET)
-			put(&o, "ciel_api_request_duration_seconds_bucket{le=\"%g\"} %llu\n",
-			    buckets_s[b], cum);
+			dbuf_printf(&o,
+				    "ciel_api_request_duration_seconds_bucket{le=\"%g\"} %llu\n",
+				    buckets_s[b], cum);
 		else
-			put(&o, "ciel_api_request_duration_seconds_bucket{le=\"+Inf\"} %llu\n", cum);
+			dbuf_printf(&o,
+				    "ciel_api_request_duration_seconds_bucket{le=\"+Inf\"} %llu\n",
+				    cum);
 	}
-	put(&o, "ciel_api_request_duration_seconds_sum %.6f\n",
-	    (double)atomic_load(&m->hist_sum_us) / 1e6);
-	put(&o, "ciel_api_request_duration_seconds_count %llu\n", atomic_load(&m->hist_count));
-	put(&o, "# HELP ciel_audit_events_total Audit events by result of the write.\n"
-		"# TYPE ciel_audit_events_total counter\n"
-		"ciel_audit_events_total{result=\"written\"} %llu\n"
-		"ciel_audit_events_total{result=\"failed\"} %llu\n",
-	    atomic_load(&m->audit_ok), atomic_load(&m->audit_failed));
-	if (o.oom) {
-		free(o.buf);
+	dbuf_printf(&o, "ciel_api_request_duration_seconds_sum %.6f\n",
+		    (double)atomic_load(&m->hist_sum_us) / 1e6);
+	dbuf_printf(&o, "ciel_api_request_duration_seconds_count %llu\n",
+		    atomic_load(&m->hist_count));
+	dbuf_printf(&o,
+		    "# HELP ciel_audit_events_total Audit events by result of the write.\n"
+		    "# TYPE ciel_audit_events_total counter\n"
+		    "ciel_audit_events_total{result=\"written\"} %llu\n"
+		    "ciel_audit_events_total{result=\"failed\"} %llu\n",
+		    atomic_load(&m->audit_ok), atomic_load(&m->audit_failed));
+	if (o.toobig || o.nomem) {
+		dbuf_release(&o);
 		return NULL;
 	}
-	*len = o.len;
-	return o.buf;
+	return dbuf_detach(&o, len);
 }

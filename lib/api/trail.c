@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util/dbuf.h"
 #include "util/jbody.h"
 #include "util/ts.h"
 
@@ -112,45 +113,27 @@ static int h_audit_verify(struct api *a, struct api_req *r, struct api_resp *res
 	return 0;
 }
 
-struct ndjson {
-	char *buf;
-	size_t len, cap;
-	int oom;
-};
-
+/* Non-zero stops the scan; the failure stays in the dbuf for the handler. */
 static int append_line(void *arg, const char *json, size_t len)
 {
-	struct ndjson *o = arg;
-
-	if (o->len + len + 1 > o->cap) {
-		size_t cap = (o->cap ? o->cap * 2 : 65536) + len + 1;
-		char *nb = realloc(o->buf, cap);
-
-		if (!nb) {
-			o->oom = 1;
-			return 1;
-		}
-		o->buf = nb;
-		o->cap = cap;
-	}
-	memcpy(o->buf + o->len, json, len);
-	o->len += len;
-	o->buf[o->len++] = '\n';
-	return 0;
+	return dbuf_add(arg, json, len) < 0 || dbuf_add(arg, "\n", 1) < 0;
 }
 
 static int h_audit_export(struct api *a, struct api_req *r, struct api_resp *resp,
 			  struct ciel_err *err)
 {
 	struct audit_filter f = { 0 };
-	struct ndjson o = { 0 };
+	struct dbuf o;
 
-	if (audit_scan(a->audit, chain_of(r), &f, append_line, &o, err) < 0 || o.oom) {
-		free(o.buf);
-		return o.oom ? ciel_err_set(err, CIEL_ENOMEM, "out of memory") : -1;
+	/* our own chain, not outside input: bounded by what was written, not by a cap */
+	dbuf_init(&o, DBUF_NO_MAX);
+	if (audit_scan(a->audit, chain_of(r), &f, append_line, &o, err) < 0 || o.nomem) {
+		int oom = o.nomem;
+
+		dbuf_release(&o);
+		return oom ? ciel_err_set(err, CIEL_ENOMEM, "out of memory") : -1;
 	}
-	resp->raw = o.buf ? o.buf : calloc(1, 1);
-	resp->raw_len = o.len;
+	resp->raw = dbuf_detach(&o, &resp->raw_len);
 	resp->content_type = "application/x-ndjson";
 	resp->status = 200;
 	return resp->raw ? 0 : ciel_err_set(err, CIEL_ENOMEM, "out of memory");

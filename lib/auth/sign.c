@@ -25,6 +25,7 @@
 #include <string.h>
 
 #include "crypto/enc.h"
+#include "util/dbuf.h"
 
 #define PATH_MAX_BYTES 2048
 #define QUERY_MAX_BYTES 8192
@@ -34,35 +35,20 @@
 #define AUTH_HDR_MAX 1024
 #define REPLAY_CAP (1u << 20) /* ~80 MB at worst: 1M signatures in the skew window */
 
-/* A growable string with a hard maximum: outside input never grows it unbounded. */
-struct sbuf {
-	char *s;
-	size_t len, cap;
-};
+/*
+ * The caps above already bound a canonical request to about 31 KiB (every
+ * input byte encodes to at most three); this is the buffers' own hard maximum
+ * all the same, so a cap loosened later fails cleanly instead of growing.
+ */
+#define CANON_MAX_BYTES (3 * (PATH_MAX_BYTES + QUERY_MAX_BYTES) + 4096)
 
-static int sb_add(struct sbuf *b, const char *p, size_t n)
+/* The error for a failed dbuf_add() while building the part named what. */
+static int canon_fail(const struct dbuf *b, const char *what, struct ciel_err *err)
 {
-	if (b->len + n + 1 > b->cap) {
-		size_t cap = b->cap ? b->cap : 256;
-		char *s;
-
-		while (cap < b->len + n + 1)
-			cap *= 2;
-		s = realloc(b->s, cap);
-		if (!s)
-			return -1;
-		b->s = s;
-		b->cap = cap;
-	}
-	memcpy(b->s + b->len, p, n);
-	b->len += n;
-	b->s[b->len] = '\0';
-	return 0;
-}
-
-static int sb_str(struct sbuf *b, const char *p)
-{
-	return sb_add(b, p, strlen(p));
+	if (b->toobig)
+		return ciel_err_set(err, CIEL_EINVAL, "%s: canonical request longer than %d bytes",
+				    what, CANON_MAX_BYTES);
+	return ciel_err_set(err, CIEL_ENOMEM, "%s: out of memory", what);
 }
 
 static int is_unreserved(unsigned char c)
@@ -86,7 +72,7 @@ static int hexval(unsigned char c)
  * Append the canonical form of raw[0..n): decode %XX, then encode every byte
  * outside the unreserved set. '+' is not a space here: it is taken literally.
  */
-static int canon_part(struct sbuf *b, const char *raw, size_t n, const char *field,
+static int canon_part(struct dbuf *b, const char *raw, size_t n, const char *field,
 		      struct ciel_err *err)
 {
 	static const char hex[] = "0123456789ABCDEF";
@@ -115,29 +101,28 @@ static int canon_part(struct sbuf *b, const char *raw, size_t n, const char *fie
 		}
 		if (is_unreserved(c)) {
 			enc[0] = (char)c;
-			if (sb_add(b, enc, 1) < 0)
+			if (dbuf_add(b, enc, 1) < 0)
 				goto nomem;
 			continue;
 		}
 		enc[0] = '%';
 		enc[1] = hex[c >> 4];
 		enc[2] = hex[c & 15];
-		if (sb_add(b, enc, 3) < 0)
+		if (dbuf_add(b, enc, 3) < 0)
 			goto nomem;
 	}
 	return 0;
 nomem:
-	return ciel_err_set(err, CIEL_ENOMEM, "%s: out of memory", field);
+	return canon_fail(b, field, err);
 }
 
-static int canon_path(struct sbuf *b, const char *path, struct ciel_err *err)
+static int canon_path(struct dbuf *b, const char *path, struct ciel_err *err)
 {
 	size_t n = path ? strlen(path) : 0;
 	const char *p, *end;
 
 	if (n == 0)
-		return sb_str(b, "/") < 0 ? ciel_err_set(err, CIEL_ENOMEM, "path: out of memory")
-					  : 0;
+		return dbuf_addstr(b, "/") < 0 ? canon_fail(b, "path", err) : 0;
 	if (n > PATH_MAX_BYTES)
 		return ciel_err_field(err, CIEL_EINVAL, "path", "path: longer than %d bytes",
 				      PATH_MAX_BYTES);
@@ -149,8 +134,8 @@ static int canon_path(struct sbuf *b, const char *path, struct ciel_err *err)
 		const char *seg = p + 1, *slash = memchr(seg, '/', (size_t)(end - seg));
 		const char *segend = slash ? slash : end;
 
-		if (sb_add(b, "/", 1) < 0)
-			return ciel_err_set(err, CIEL_ENOMEM, "path: out of memory");
+		if (dbuf_add(b, "/", 1) < 0)
+			return canon_fail(b, "path", err);
 		if (canon_part(b, seg, (size_t)(segend - seg), "path", err) < 0)
 			return -1;
 		p = segend;
@@ -171,14 +156,15 @@ static int qparam_cmp_r(const void *a, const void *b, void *base)
 	return c ? c : strcmp(s + x->value, s + y->value);
 }
 
-static int canon_query(struct sbuf *b, const char *query, struct ciel_err *err)
+static int canon_query(struct dbuf *b, const char *query, struct ciel_err *err)
 {
 	struct qparam params[QUERY_MAX_PARAMS];
-	struct sbuf enc = {0};
+	struct dbuf enc;
 	size_t n = query ? strlen(query) : 0, np = 0;
 	const char *p, *end;
 	int ret = -1;
 
+	dbuf_init(&enc, CANON_MAX_BYTES);
 	if (n == 0)
 		return 0;
 	if (n > QUERY_MAX_BYTES)
@@ -208,30 +194,34 @@ static int canon_query(struct sbuf *b, const char *query, struct ciel_err *err)
 		params[np].name = enc.len;
 		if (canon_part(&enc, p, (size_t)(nend - p), "query", err) < 0)
 			goto out;
-		if (sb_add(&enc, "", 1) < 0)
-			goto nomem;
+		if (dbuf_add(&enc, "", 1) < 0) {
+			canon_fail(&enc, "query", err);
+			goto out;
+		}
 		params[np].value = enc.len;
 		if (eq && canon_part(&enc, eq + 1, (size_t)(pend - eq - 1), "query", err) < 0)
 			goto out;
-		if (sb_add(&enc, "", 1) < 0)
-			goto nomem;
+		if (dbuf_add(&enc, "", 1) < 0) {
+			canon_fail(&enc, "query", err);
+			goto out;
+		}
 		np++;
 		if (!amp)
 			break;
 		p = amp + 1;
 	}
-	qsort_r(params, np, sizeof(params[0]), qparam_cmp_r, enc.s);
+	qsort_r(params, np, sizeof(params[0]), qparam_cmp_r, enc.buf);
 	for (size_t i = 0; i < np; i++) {
-		if ((i && sb_add(b, "&", 1) < 0) || sb_str(b, enc.s + params[i].name) < 0 ||
-		    sb_add(b, "=", 1) < 0 || sb_str(b, enc.s + params[i].value) < 0)
-			goto nomem;
+		if ((i && dbuf_add(b, "&", 1) < 0) ||
+		    dbuf_addstr(b, enc.buf + params[i].name) < 0 || dbuf_add(b, "=", 1) < 0 ||
+		    dbuf_addstr(b, enc.buf + params[i].value) < 0) {
+			canon_fail(b, "query", err);
+			goto out;
+		}
 	}
 	ret = 0;
-	goto out;
-nomem:
-	ciel_err_set(err, CIEL_ENOMEM, "query: out of memory");
 out:
-	free(enc.s);
+	dbuf_release(&enc);
 	return ret;
 }
 
@@ -300,10 +290,11 @@ static int valid_scope(const char *s)
 
 int sign_canonical(const struct sign_request *r, char **out, struct ciel_err *err)
 {
-	struct sbuf b = {0};
+	struct dbuf b;
 	time_t t;
 
 	*out = NULL;
+	dbuf_init(&b, CANON_MAX_BYTES);
 	if (!valid_method(r->method))
 		return ciel_err_field(err, CIEL_EINVAL, "method",
 				      "method: must be 1-%d upper-case letters", METHOD_MAX);
@@ -318,25 +309,27 @@ int sign_canonical(const struct sign_request *r, char **out, struct ciel_err *er
 		return ciel_err_field(
 		    err, CIEL_EINVAL, "x-ciel-content-sha256",
 		    "x-ciel-content-sha256: must be 64 lower-case hex characters");
-	if (sb_str(&b, r->method) < 0 || sb_add(&b, "\n", 1) < 0)
+	if (dbuf_addstr(&b, r->method) < 0 || dbuf_add(&b, "\n", 1) < 0)
 		goto nomem;
 	if (canon_path(&b, r->path, err) < 0)
 		goto fail;
-	if (sb_add(&b, "\n", 1) < 0)
+	if (dbuf_add(&b, "\n", 1) < 0)
 		goto nomem;
 	if (canon_query(&b, r->query, err) < 0)
 		goto fail;
-	if (sb_str(&b, "\nhost:") < 0 || sb_str(&b, r->host) < 0 ||
-	    sb_str(&b, "\nx-ciel-content-sha256:") < 0 || sb_str(&b, r->body_sha256_hex) < 0 ||
-	    sb_str(&b, "\nx-ciel-date:") < 0 || sb_str(&b, r->date) < 0 ||
-	    sb_str(&b, "\n\n" SIGN_SIGNED_HEADERS "\n") < 0 || sb_str(&b, r->body_sha256_hex) < 0)
+	if (dbuf_addstr(&b, "\nhost:") < 0 || dbuf_addstr(&b, r->host) < 0 ||
+	    dbuf_addstr(&b, "\nx-ciel-content-sha256:") < 0 ||
+	    dbuf_addstr(&b, r->body_sha256_hex) < 0 || dbuf_addstr(&b, "\nx-ciel-date:") < 0 ||
+	    dbuf_addstr(&b, r->date) < 0 || dbuf_addstr(&b, "\n\n" SIGN_SIGNED_HEADERS "\n") < 0 ||
+	    dbuf_addstr(&b, r->body_sha256_hex) < 0)
 		goto nomem;
-	*out = b.s;
+	/* never NULL: the method put content in b */
+	*out = dbuf_detach(&b, NULL);
 	return 0;
 nomem:
-	ciel_err_set(err, CIEL_ENOMEM, "canonical request: out of memory");
+	canon_fail(&b, "canonical request", err);
 fail:
-	free(b.s);
+	dbuf_release(&b);
 	return -1;
 }
 

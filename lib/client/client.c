@@ -16,6 +16,7 @@
 #include <time.h>
 
 #include "auth/sign.h"
+#include "util/dbuf.h"
 
 /* Copy src into a fixed field; -1 if it does not fit. */
 static int set_field(char *dst, size_t size, const char *src, const char *what,
@@ -199,9 +200,8 @@ void client_response_release(struct client_response *r)
 struct xfer {
 	struct client_response *resp;
 	struct client_request_opts *ro;
-	char *buf;
-	size_t len, cap;
-	bool toobig, sink_failed;
+	struct dbuf body; /* at most CLIENT_BODY_MAX */
+	bool sink_failed;
 };
 
 static size_t on_header(char *data, size_t size, size_t nitems, void *arg)
@@ -247,27 +247,8 @@ static size_t on_data(char *data, size_t size, size_t nmemb, void *arg)
 		x->ro->sink_bytes += n;
 		return n;
 	}
-	if (x->len + n + 1 > CLIENT_BODY_MAX) {
-		x->toobig = true;
+	if (dbuf_add(&x->body, data, n) < 0)
 		return 0; /* aborts the transfer */
-	}
-	if (x->len + n + 1 > x->cap) {
-		size_t cap = x->cap ? x->cap : 4096;
-		char *p;
-
-		while (cap < x->len + n + 1)
-			cap *= 2;
-		p = realloc(x->buf, cap);
-		if (!p) {
-			x->toobig = true;
-			return 0;
-		}
-		x->buf = p;
-		x->cap = cap;
-	}
-	memcpy(x->buf + x->len, data, n);
-	x->len += n;
-	x->buf[x->len] = '\0';
 	return n;
 }
 
@@ -312,6 +293,7 @@ int client_request_ex(struct client *c, const char *method, const char *path, co
 	CURLcode rc;
 	int ret = -1;
 
+	dbuf_init(&x.body, CLIENT_BODY_MAX);
 	client_response_release(resp);
 	c->last_curl_code = 0;
 	if (ro)
@@ -390,9 +372,12 @@ int client_request_ex(struct client *c, const char *method, const char *path, co
 	rc = curl_easy_perform(h);
 	c->last_curl_code = (int)rc;
 	if (rc != CURLE_OK) {
-		if (x.toobig)
+		if (x.body.toobig)
 			ciel_err_set(err, CIEL_ETOOBIG, "%s %s: answer larger than %u bytes",
 				     method, path, CLIENT_BODY_MAX);
+		else if (x.body.nomem)
+			ciel_err_set(err, CIEL_ENOMEM, "%s %s: answer: out of memory", method,
+				     path);
 		else if (x.sink_failed)
 			ciel_err_sys(err, CIEL_EIO, errno, "%s %s: write output", method, path);
 		else
@@ -407,10 +392,9 @@ int client_request_ex(struct client *c, const char *method, const char *path, co
 		curl_easy_getinfo(h, CURLINFO_CONTENT_TYPE, &ct);
 		snprintf(resp->content_type, sizeof(resp->content_type), "%s", ct ? ct : "");
 	}
-	if (x.buf) {
-		resp->body = x.buf;
-		resp->body_len = x.len;
-		x.buf = NULL;
+	if (x.body.buf) {
+		/* cannot fail: the buffer is allocated */
+		resp->body = dbuf_detach(&x.body, &resp->body_len);
 		if (strstr(resp->content_type, "json") && !strstr(resp->content_type, "ndjson"))
 			resp->json = json_loadb(resp->body, resp->body_len, 0, NULL);
 	}
@@ -422,7 +406,7 @@ out:
 		curl_easy_setopt(h, CURLOPT_ERRORBUFFER, NULL);
 	}
 	curl_slist_free_all(hdrs);
-	free(x.buf);
+	dbuf_release(&x.body);
 	free(url);
 	free(payload);
 	return ret;
