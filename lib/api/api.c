@@ -276,6 +276,16 @@ static int authenticate(struct api *a, struct api_req *r, struct ciel_err *err)
 		return unauth(r, err, "date_skew",
 			      "x-ciel-date: %s is more than 5 minutes from the server's clock",
 			      r->h_date);
+	/*
+	 * The replay cache lives in memory, so a restarted cield has forgotten the
+	 * signatures it accepted before. Refusing every request dated before this
+	 * process started closes that window; an honest client only notices if its
+	 * clock lags ours, and then only until its clock passes our start.
+	 */
+	if ((int64_t)date < a->started_s)
+		return unauth(r, err, "date_skew",
+			      "x-ciel-date: %s is before this server started; sign the request again",
+			      r->h_date);
 	enc_sha256_hex(r->body, r->body_len, body_sha);
 	if (!r->h_content_sha256 || strcmp(r->h_content_sha256, body_sha) != 0)
 		return unauth(r, err, "bad_signature",
@@ -529,6 +539,7 @@ int api_open(struct api *a, const char *data_dir, const struct api_config *cfg,
 	memset(a, 0, sizeof(*a));
 	routes_init();
 	a->cfg = *cfg;
+	a->started_s = (int64_t)time(NULL);
 	snprintf(path, sizeof(path), "%s/master.key", data_dir);
 	if (seal_key_load_or_create(path, a->master_key, err) < 0)
 		goto fail;

@@ -60,6 +60,7 @@ struct api {
 	struct metrics *metrics;
 	unsigned char master_key[SEAL_KEY_LEN];
 	struct api_config cfg;
+	int64_t started_s; /* requests dated earlier are refused: see authenticate() */
 };
 
 /* Who sent a request, once authenticated. */

@@ -105,4 +105,11 @@ check "tampering changed exactly one byte" is "$(sqlite3 "$DATA/region.db" "SELE
 v=$(body "$AK" "$AS" acme POST /v1/audit:verify "" -)
 check "verify fails after one changed event" is "$(jq -r .ok <<<"$v")" false
 check "verify names the first broken link (seq 2)" is "$(jq -r .first_bad_seq <<<"$v")" 2
+# a signature accepted before a restart cannot be replayed after it
+mapfile -t H2 < <("$CIEL_BIN/tests/sigtool" "$OK" "$OS" region GET /v1/region "" "127.0.0.1:$PORT" -)
+r2() { curl -s -o /dev/null -w '%{http_code}' --cacert "$DATA/pki/ca.pem" -H "${H2[0]}" -H "${H2[1]}" -H "${H2[2]}" "$URL/v1/region"; }
+check "a fresh request is accepted" is "$(r2)" 200
+sleep 1; stop_cield KILL; start_cield || exit 1
+check "the same request after a kill -9 and restart: 401" is "$(r2)" 401
+check "while a newly signed one passes" is "$(code "$OK" "$OS" region GET /v1/region "" -)" 200
 finish
