@@ -36,9 +36,9 @@ static void teardown(void)
 
 static void setup(void)
 {
-	struct region_init_opts o = { .name = "fuzz", .zones = 3, .listen = "127.0.0.1:7443" };
-	struct api_config cfg = { .region_name = "fuzz", .node_timeout_s = 15 };
-	struct ciel_err err = { 0 };
+	struct region_init_opts o = {.name = "fuzz", .zones = 3, .listen = "127.0.0.1:7443"};
+	struct api_config cfg = {.region_name = "fuzz", .node_timeout_s = 15};
+	struct ciel_err err = {0};
 
 	if (!mkdtemp(dir))
 		abort();
@@ -70,7 +70,7 @@ static const char *field(char **p, char *end)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	struct api_req r = { 0 };
+	struct api_req r = {0};
 	struct api_resp resp;
 	char *buf, *p, *end;
 

@@ -24,6 +24,16 @@ run_ctest() { # dir label
 	rm -f "$log"
 }
 
+note "format (clang-format --dry-run, .clang-format)"
+if command -v git >/dev/null && git rev-parse --git-dir >/dev/null 2>&1 &&
+	clang-format --dry-run -Werror $(git ls-files '*.c' '*.h') 2>&1 | tail -20 | tee build-format.log &&
+	[ ! -s build-format.log ]; then
+	echo "format: ok"; pass=$((pass + 1))
+else
+	echo "format: FAILED (run: make format)"; fail=$((fail + 1)); failed+=("format")
+fi
+rm -f build-format.log
+
 note "release build"
 cmake -S . -B build $GEN -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null &&
 	cmake --build build || { echo "build failed"; echo "0 passed, 1 failed"; exit 1; }

@@ -20,7 +20,7 @@ static size_t n_routes;
 
 static void routes_init(void)
 {
-	const struct api_route *tables[] = { fleet_routes, iam_routes, trail_routes };
+	const struct api_route *tables[] = {fleet_routes, iam_routes, trail_routes};
 
 	if (n_routes)
 		return;
@@ -37,8 +37,8 @@ static const struct {
 	const char *name;
 	int bit;
 } role_names[] = {
-	{ "reader", ROLE_READER }, { "member", ROLE_MEMBER }, { "admin", ROLE_ADMIN },
-	{ "operator", ROLE_OPERATOR }, { "node", ROLE_NODE },
+    {"reader", ROLE_READER},	 {"member", ROLE_MEMBER}, {"admin", ROLE_ADMIN},
+    {"operator", ROLE_OPERATOR}, {"node", ROLE_NODE},
 };
 
 int api_role_parse(const char *name)
@@ -110,8 +110,7 @@ void api_req_release(struct api_req *r)
 
 static void reply_error(struct api_req *r, struct api_resp *resp, const struct ciel_err *err)
 {
-	json_t *e = json_pack("{s:s, s:s}", "code", ciel_code_name(err->code), "message",
-			      err->msg);
+	json_t *e = json_pack("{s:s, s:s}", "code", ciel_code_name(err->code), "message", err->msg);
 
 	if (e && err->field[0])
 		json_object_set_new(e, "field", json_string(err->field));
@@ -163,8 +162,8 @@ static int parse_query(struct api_req *r, struct ciel_err *err)
 
 		if (end > p) {
 			if (url_decode(p, (size_t)((eq ? eq : end) - p), name, sizeof(name)) < 0 ||
-			    (eq && url_decode(eq + 1, (size_t)(end - eq - 1), value,
-					      sizeof(value)) < 0))
+			    (eq &&
+			     url_decode(eq + 1, (size_t)(end - eq - 1), value, sizeof(value)) < 0))
 				return ciel_err_field(err, CIEL_EINVAL, "query",
 						      "query: malformed or too long parameter");
 			if (!eq)
@@ -283,9 +282,10 @@ static int authenticate(struct api *a, struct api_req *r, struct ciel_err *err)
 	 * clock lags ours, and then only until its clock passes our start.
 	 */
 	if ((int64_t)date < a->started_s)
-		return unauth(r, err, "date_skew",
-			      "x-ciel-date: %s is before this server started; sign the request again",
-			      r->h_date);
+		return unauth(
+		    r, err, "date_skew",
+		    "x-ciel-date: %s is before this server started; sign the request again",
+		    r->h_date);
 	enc_sha256_hex(r->body, r->body_len, body_sha);
 	if (!r->h_content_sha256 || strcmp(r->h_content_sha256, body_sha) != 0)
 		return unauth(r, err, "bad_signature",
@@ -315,13 +315,13 @@ static int authenticate(struct api *a, struct api_req *r, struct ciel_err *err)
 		err->code = CIEL_EINTERNAL;
 		goto out;
 	}
-	sr = (struct sign_request){ .method = r->method,
-				    .path = r->raw_path,
-				    .query = r->raw_query,
-				    .host = r->host ? r->host : "",
-				    .date = r->h_date,
-				    .body_sha256_hex = body_sha,
-				    .nonce = au.nonce };
+	sr = (struct sign_request){.method = r->method,
+				   .path = r->raw_path,
+				   .query = r->raw_query,
+				   .host = r->host ? r->host : "",
+				   .date = r->h_date,
+				   .body_sha256_hex = body_sha,
+				   .nonce = au.nonce};
 	if (sign_compute(&sr, au.scope, secret, secret_len, sig, err) < 0)
 		goto out;
 	if (!enc_equal(sig, au.signature, 64)) {
@@ -367,8 +367,9 @@ static int resolve_tenant(struct api *a, struct api_req *r, const struct api_rou
 	}
 	if (r->who.role != ROLE_OPERATOR) {
 		if (q && strcmp(q, r->who.tenant) != 0)
-			return ciel_err_field(err, CIEL_EPERM, "tenant",
-					      "tenant: only the operator may act on another tenant");
+			return ciel_err_field(
+			    err, CIEL_EPERM, "tenant",
+			    "tenant: only the operator may act on another tenant");
 		snprintf(r->tenant, sizeof(r->tenant), "%s", r->who.tenant);
 		return 0;
 	}
@@ -406,23 +407,25 @@ static void choose_chain(struct api_req *r)
 static void fill_event(struct api_req *r, struct audit_event *ev, int status, const char *ecode)
 {
 	*ev = (struct audit_event){
-		.chain = r->chain,
-		.request_id = r->request_id,
-		.actor_tenant = r->who.tenant,
-		.actor_principal = r->who.principal,
-		.actor_key = r->who.key_id,
-		.action = r->action ? r->action : r->route >= 0 ? routes[r->route]->action : "unknown",
-		.target = r->path[0] ? r->path : r->raw_path,
-		.source = r->source,
-		.status = status,
-		.error_code = ecode,
+	    .chain = r->chain,
+	    .request_id = r->request_id,
+	    .actor_tenant = r->who.tenant,
+	    .actor_principal = r->who.principal,
+	    .actor_key = r->who.key_id,
+	    .action = r->action	      ? r->action
+		      : r->route >= 0 ? routes[r->route]->action
+				      : "unknown",
+	    .target = r->path[0] ? r->path : r->raw_path,
+	    .source = r->source,
+	    .status = status,
+	    .error_code = ecode,
 	};
 }
 
 int api_commit(struct api *a, struct api_req *r, const struct store_op *ops, size_t n,
 	       int ok_status, struct store_txn_result *res, struct ciel_err *err)
 {
-	struct audit_append app = { .audit = a->audit };
+	struct audit_append app = {.audit = a->audit};
 	struct store_txn_result local;
 
 	if (!res)
@@ -443,7 +446,7 @@ int api_commit(struct api *a, struct api_req *r, const struct store_op *ops, siz
 
 json_t *api_load_json(struct api *a, const char *key, int64_t *mod_rev, struct ciel_err *err)
 {
-	struct store_kv kv = { 0 };
+	struct store_kv kv = {0};
 	json_error_t jerr;
 	json_t *j;
 
@@ -460,7 +463,7 @@ json_t *api_load_json(struct api *a, const char *key, int64_t *mod_rev, struct c
 
 void api_handle(struct api *a, struct api_req *r, struct api_resp *resp)
 {
-	struct ciel_err err = { 0 };
+	struct ciel_err err = {0};
 	const struct api_route *rt = NULL;
 	unsigned char rid[16];
 
@@ -495,8 +498,8 @@ void api_handle(struct api *a, struct api_req *r, struct api_resp *resp)
 		if (authenticate(a, r, &err) < 0)
 			goto fail;
 		if (!(rt->roles & r->who.role)) {
-			ciel_err_set(&err, CIEL_EPERM, "%s: role %s may not do %s", r->who.principal,
-				     api_role_name(r->who.role), rt->action);
+			ciel_err_set(&err, CIEL_EPERM, "%s: role %s may not do %s",
+				     r->who.principal, api_role_name(r->who.role), rt->action);
 			goto fail;
 		}
 	}
@@ -510,7 +513,7 @@ fail:
 audit:
 	if (!r->audited) {
 		struct audit_event ev;
-		struct ciel_err aerr = { 0 };
+		struct ciel_err aerr = {0};
 
 		choose_chain(r);
 		fill_event(r, &ev, resp->status,
@@ -519,8 +522,7 @@ audit:
 			/* no trail, no answer: the client must not believe it happened */
 			log_error("audit write failed request=%s err=%s", r->request_id, aerr.msg);
 			metrics_audit_event(a->metrics, 0);
-			ciel_err_set(&aerr, CIEL_EUNAVAIL, "audit trail unavailable: %s",
-				     aerr.msg);
+			ciel_err_set(&aerr, CIEL_EUNAVAIL, "audit trail unavailable: %s", aerr.msg);
 			api_resp_release(resp);
 			r->reason = NULL;
 			reply_error(r, resp, &aerr);

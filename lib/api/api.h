@@ -47,8 +47,8 @@ const char *api_role_name(int role);
 
 struct api_config {
 	const char *region_name;
-	int node_timeout_s;   /* heartbeat age after which a node is NotReady */
-	int insecure_http;    /* only for the record in /v1/region */
+	int node_timeout_s; /* heartbeat age after which a node is NotReady */
+	int insecure_http;  /* only for the record in /v1/region */
 };
 
 struct metrics;
@@ -65,47 +65,47 @@ struct api {
 
 /* Who sent a request, once authenticated. */
 struct api_who {
-	int role;                          /* ROLE_NONE until authenticated */
-	char tenant[API_NAME_MAX + 1];     /* key's tenant, "region" for operator and nodes */
+	int role;		       /* ROLE_NONE until authenticated */
+	char tenant[API_NAME_MAX + 1]; /* key's tenant, "region" for operator and nodes */
 	char principal[API_NAME_MAX + 1];
-	char key_id[SIGN_KEY_ID_MAX + 1];  /* claimed key id, kept even when refused */
+	char key_id[SIGN_KEY_ID_MAX + 1]; /* claimed key id, kept even when refused */
 };
 
 struct api_req {
 	/* set by the HTTP layer; borrowed */
 	const char *method;
-	const char *raw_path;              /* as sent, percent-encoded, no query */
-	const char *raw_query;             /* without '?', may be "" */
+	const char *raw_path;  /* as sent, percent-encoded, no query */
+	const char *raw_query; /* without '?', may be "" */
 	const char *host;
 	const char *h_date, *h_content_sha256, *h_authorization;
 	const char *body;
 	size_t body_len;
-	char source[80];                   /* "ip:port" */
+	char source[80]; /* "ip:port" */
 
 	/* set by the pipeline */
 	char request_id[33];
 	int64_t start_us;
-	int route;                         /* index into the route table, -1 if none */
-	char path[1024];                   /* decoded path */
+	int route;	 /* index into the route table, -1 if none */
+	char path[1024]; /* decoded path */
 	char params[API_MAX_PARAMS][API_NAME_MAX * 2 + 1]; /* {name} captures, decoded */
-	json_t *query;                     /* decoded query: object of name → string */
+	json_t *query; /* decoded query: object of name → string */
 	struct api_who who;
-	char tenant[API_NAME_MAX + 1];     /* the tenant acted on, "" if region-level */
-	int audited;                       /* event already committed (api_commit) */
-	int too_big;                       /* the HTTP layer cut the body at API_BODY_MAX */
-	const char *reason;                /* static: why authentication failed */
-	const char *action;                /* audit action when not from a route (init) */
-	char chain[API_NAME_MAX + 1];      /* audit chain for this request */
+	char tenant[API_NAME_MAX + 1]; /* the tenant acted on, "" if region-level */
+	int audited;		       /* event already committed (api_commit) */
+	int too_big;		       /* the HTTP layer cut the body at API_BODY_MAX */
+	const char *reason;	       /* static: why authentication failed */
+	const char *action;	       /* audit action when not from a route (init) */
+	char chain[API_NAME_MAX + 1];  /* audit chain for this request */
 };
 
 struct api_resp {
 	int status;
-	json_t *json;                      /* owned: the body, or NULL */
-	char *raw;                         /* owned: a non-JSON body (metrics, export) */
+	json_t *json; /* owned: the body, or NULL */
+	char *raw;    /* owned: a non-JSON body (metrics, export) */
 	size_t raw_len;
-	const char *content_type;          /* for raw */
-	char allow[64];                    /* for 405 */
-	struct ciel_err err;               /* set when status >= 400 */
+	const char *content_type; /* for raw */
+	char allow[64];		  /* for 405 */
+	struct ciel_err err;	  /* set when status >= 400 */
 };
 void api_resp_release(struct api_resp *resp);
 
@@ -114,15 +114,15 @@ typedef int (*api_handler_fn)(struct api *a, struct api_req *r, struct api_resp 
 
 enum api_route_flags {
 	ROUTE_UNSIGNED = 1 << 0,   /* no signature (health, metrics, node join) */
-	ROUTE_TENANT = 1 << 1,     /* acts on a tenant: the key's, or ?tenant= for the operator */
+	ROUTE_TENANT = 1 << 1,	   /* acts on a tenant: the key's, or ?tenant= for the operator */
 	ROUTE_TENANT_OPT = 1 << 2, /* like ROUTE_TENANT, but the operator may omit ?tenant= */
 };
 
 struct api_route {
 	const char *method;
-	const char *pattern;       /* "/v1/tenants/{}" ; "{}" captures one segment */
-	const char *action;        /* audit action, metrics label: "tenant.create" */
-	int roles;                 /* roles allowed (bitmask); 0 with ROUTE_UNSIGNED */
+	const char *pattern; /* "/v1/tenants/{}" ; "{}" captures one segment */
+	const char *action;  /* audit action, metrics label: "tenant.create" */
+	int roles;	     /* roles allowed (bitmask); 0 with ROUTE_UNSIGNED */
 	int flags;
 	api_handler_fn fn;
 };

@@ -27,14 +27,13 @@
 #define TOKEN_TTL_MS (24LL * 3600 * 1000)
 
 static const struct jbody_field capacity_fields[] = {
-	{ .name = "cpu_millis", .type = JB_INT, .min = 0, .max = 1LL << 32 },
-	{ .name = "memory_bytes", .type = JB_SIZE, .min = 0, .max = 1LL << 52 },
-	{ .name = "disk_bytes", .type = JB_SIZE, .min = 0, .max = 1LL << 60 },
-	{ 0 },
+    {.name = "cpu_millis", .type = JB_INT, .min = 0, .max = 1LL << 32},
+    {.name = "memory_bytes", .type = JB_SIZE, .min = 0, .max = 1LL << 52},
+    {.name = "disk_bytes", .type = JB_SIZE, .min = 0, .max = 1LL << 60},
+    {0},
 };
 
-static int h_healthz(struct api *a, struct api_req *r, struct api_resp *resp,
-		     struct ciel_err *err)
+static int h_healthz(struct api *a, struct api_req *r, struct api_resp *resp, struct ciel_err *err)
 {
 	int64_t rev;
 
@@ -45,8 +44,7 @@ static int h_healthz(struct api *a, struct api_req *r, struct api_resp *resp,
 	return 0;
 }
 
-static int h_metrics(struct api *a, struct api_req *r, struct api_resp *resp,
-		     struct ciel_err *err)
+static int h_metrics(struct api *a, struct api_req *r, struct api_resp *resp, struct ciel_err *err)
 {
 	(void)r;
 	resp->raw = metrics_render(a->metrics, &resp->raw_len);
@@ -59,7 +57,7 @@ static int h_metrics(struct api *a, struct api_req *r, struct api_resp *resp,
 
 static json_t *zone_names(struct api *a, struct ciel_err *err)
 {
-	struct store_list l = { 0 };
+	struct store_list l = {0};
 	json_t *names = json_array();
 
 	if (!names || store_list(a->store, "/region/zones/", NULL, 0, &l, err) < 0) {
@@ -67,13 +65,13 @@ static json_t *zone_names(struct api *a, struct ciel_err *err)
 		return NULL;
 	}
 	for (size_t i = 0; i < l.n; i++)
-		json_array_append_new(names, json_string(l.items[i].key + strlen("/region/zones/")));
+		json_array_append_new(names,
+				      json_string(l.items[i].key + strlen("/region/zones/")));
 	store_list_release(&l);
 	return names;
 }
 
-static int h_region(struct api *a, struct api_req *r, struct api_resp *resp,
-		    struct ciel_err *err)
+static int h_region(struct api *a, struct api_req *r, struct api_resp *resp, struct ciel_err *err)
 {
 	char pub[65], now[TS_RFC3339_LEN];
 	json_t *zones = zone_names(a, err);
@@ -107,7 +105,7 @@ static const char *node_state(struct api *a, const json_t *node)
 /* All nodes, each with its derived "state". */
 static json_t *load_nodes(struct api *a, struct ciel_err *err)
 {
-	struct store_list l = { 0 };
+	struct store_list l = {0};
 	json_t *items = json_array();
 
 	if (!items || store_list(a->store, "/region/nodes/", NULL, 0, &l, err) < 0) {
@@ -144,10 +142,12 @@ static int h_zone_list(struct api *a, struct api_req *r, struct api_resp *resp,
 		json_decref(items);
 		return -1;
 	}
-	json_array_foreach(zones, i, z) {
+	json_array_foreach(zones, i, z)
+	{
 		int total = 0, ready = 0;
 
-		json_array_foreach(nodes, j, n) {
+		json_array_foreach(nodes, j, n)
+		{
 			if (strcmp(jbody_str(n, "zone", ""), json_string_value(z)) != 0)
 				continue;
 			total++;
@@ -197,11 +197,11 @@ static int h_token_create(struct api *a, struct api_req *r, struct api_resp *res
 			  struct ciel_err *err)
 {
 	static const struct jbody_field fields[] = {
-		{ .name = "zone", .type = JB_STRING, .required = 1, .max_len = 64 },
-		{ 0 },
+	    {.name = "zone", .type = JB_STRING, .required = 1, .max_len = 64},
+	    {0},
 	};
 	char id[24], key[64], sha[65], expires[TS_RFC3339_LEN], *secret = NULL, *val = NULL,
-								  *token = NULL;
+								*token = NULL;
 	unsigned char raw[32];
 	struct store_op op;
 	json_t *body;
@@ -224,10 +224,10 @@ static int h_token_create(struct api *a, struct api_req *r, struct api_resp *res
 	}
 	enc_sha256_hex(secret, strlen(secret), sha);
 	ts_format(ts_now_ms() + TOKEN_TTL_MS, expires);
-	val = api_dump(json_pack("{s:s, s:s, s:s, s:s}", "id", id, "zone", zone, "expires",
-				 expires, "secret_sha256", sha));
+	val = api_dump(json_pack("{s:s, s:s, s:s, s:s}", "id", id, "zone", zone, "expires", expires,
+				 "secret_sha256", sha));
 	snprintf(key, sizeof(key), "/region/jointokens/%s", id);
-	op = (struct store_op){ STORE_PUT, key, val, STORE_ABSENT };
+	op = (struct store_op){STORE_PUT, key, val, STORE_ABSENT};
 	if (!val || api_commit(a, r, &op, 1, 201, NULL, err) < 0)
 		goto out;
 	api_reply(resp, 201,
@@ -259,13 +259,13 @@ static int h_node_join(struct api *a, struct api_req *r, struct api_resp *resp,
 		       struct ciel_err *err)
 {
 	static const struct jbody_field fields[] = {
-		{ .name = "token", .type = JB_STRING, .required = 1, .max_len = 128 },
-		{ .name = "name", .type = JB_STRING, .required = 1, .max_len = 63 },
-		{ .name = "zone", .type = JB_STRING, .required = 1, .max_len = 64 },
-		{ .name = "capacity", .type = JB_OBJECT, .fields = capacity_fields },
-		{ 0 },
+	    {.name = "token", .type = JB_STRING, .required = 1, .max_len = 128},
+	    {.name = "name", .type = JB_STRING, .required = 1, .max_len = 63},
+	    {.name = "zone", .type = JB_STRING, .required = 1, .max_len = 64},
+	    {.name = "capacity", .type = JB_OBJECT, .fields = capacity_fields},
+	    {0},
 	};
-	char tkey[96], nkey[96], sha[65], now[TS_RFC3339_LEN], *nval = NULL, *keystr[4] = { 0 };
+	char tkey[96], nkey[96], sha[65], now[TS_RFC3339_LEN], *nval = NULL, *keystr[4] = {0};
 	const char *token, *name, *zone, *dot;
 	struct store_op ops[4];
 	json_t *body, *tok = NULL, *key = NULL, *cap;
@@ -310,8 +310,8 @@ static int h_node_join(struct api *a, struct api_req *r, struct api_resp *resp,
 				  "capacity", cap ? json_incref(cap) : json_object(), "joined", now,
 				  "last_heartbeat", now, "key_id", jbody_str(key, "id", "")));
 	snprintf(nkey, sizeof(nkey), "/region/nodes/%s", name);
-	ops[n++] = (struct store_op){ STORE_PUT, nkey, nval, STORE_ABSENT };
-	ops[n++] = (struct store_op){ STORE_DELETE, tkey, NULL, trev };
+	ops[n++] = (struct store_op){STORE_PUT, nkey, nval, STORE_ABSENT};
+	ops[n++] = (struct store_op){STORE_DELETE, tkey, NULL, trev};
 	if (!nval) {
 		ciel_err_set(err, CIEL_ENOMEM, "out of memory");
 		goto out;
@@ -341,8 +341,8 @@ static int h_node_heartbeat(struct api *a, struct api_req *r, struct api_resp *r
 			    struct ciel_err *err)
 {
 	static const struct jbody_field fields[] = {
-		{ .name = "capacity", .type = JB_OBJECT, .fields = capacity_fields },
-		{ 0 },
+	    {.name = "capacity", .type = JB_OBJECT, .fields = capacity_fields},
+	    {0},
 	};
 	const char *name = r->params[0];
 	char key[96], now[TS_RFC3339_LEN], *val = NULL;
@@ -368,7 +368,7 @@ static int h_node_heartbeat(struct api *a, struct api_req *r, struct api_resp *r
 	if (cap)
 		json_object_set(node, "capacity", cap);
 	val = json_dumps(node, JSON_COMPACT | JSON_SORT_KEYS);
-	op = (struct store_op){ STORE_PUT, key, val, rev };
+	op = (struct store_op){STORE_PUT, key, val, rev};
 	if (!val || api_commit(a, r, &op, 1, 200, NULL, err) < 0)
 		goto out;
 	api_reply(resp, 200, json_pack("{s:s, s:s}", "state", "Ready", "time", now));
@@ -381,13 +381,13 @@ out:
 }
 
 const struct api_route fleet_routes[] = {
-	{ "GET", "/healthz", "health", 0, ROUTE_UNSIGNED, h_healthz },
-	{ "GET", "/metrics", "metrics", 0, ROUTE_UNSIGNED, h_metrics },
-	{ "GET", "/v1/region", "region.show", ROLE_ANY | ROLE_NODE, 0, h_region },
-	{ "GET", "/v1/zones", "zone.list", ROLE_ANY, 0, h_zone_list },
-	{ "GET", "/v1/nodes", "node.list", ROLE_OPERATOR, 0, h_node_list },
-	{ "POST", "/v1/nodes/tokens", "node.token.create", ROLE_OPERATOR, 0, h_token_create },
-	{ "POST", "/v1/nodes:join", "node.join", 0, ROUTE_UNSIGNED, h_node_join },
-	{ "POST", "/v1/nodes/{}:heartbeat", "node.heartbeat", ROLE_NODE, 0, h_node_heartbeat },
-	{ 0 },
+    {"GET", "/healthz", "health", 0, ROUTE_UNSIGNED, h_healthz},
+    {"GET", "/metrics", "metrics", 0, ROUTE_UNSIGNED, h_metrics},
+    {"GET", "/v1/region", "region.show", ROLE_ANY | ROLE_NODE, 0, h_region},
+    {"GET", "/v1/zones", "zone.list", ROLE_ANY, 0, h_zone_list},
+    {"GET", "/v1/nodes", "node.list", ROLE_OPERATOR, 0, h_node_list},
+    {"POST", "/v1/nodes/tokens", "node.token.create", ROLE_OPERATOR, 0, h_token_create},
+    {"POST", "/v1/nodes:join", "node.join", 0, ROUTE_UNSIGNED, h_node_join},
+    {"POST", "/v1/nodes/{}:heartbeat", "node.heartbeat", ROLE_NODE, 0, h_node_heartbeat},
+    {0},
 };

@@ -62,7 +62,7 @@ static void completed_cb(void *cls, struct MHD_Connection *c, void **con_cls,
 static void source_of(struct MHD_Connection *c, char *out, size_t size)
 {
 	const union MHD_ConnectionInfo *ci =
-		MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	    MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
 	char ip[INET6_ADDRSTRLEN] = "?";
 	int port = 0;
 
@@ -85,7 +85,7 @@ static void source_of(struct MHD_Connection *c, char *out, size_t size)
 static enum MHD_Result respond(struct http_server *s, struct MHD_Connection *c, const char *method,
 			       struct hreq *h)
 {
-	struct api_req r = { 0 };
+	struct api_req r = {0};
 	struct api_resp resp;
 	struct MHD_Response *mr;
 	char *q, *text = NULL;
@@ -100,8 +100,8 @@ static enum MHD_Result respond(struct http_server *s, struct MHD_Connection *c, 
 	r.raw_query = q ? q : "";
 	r.host = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Host");
 	r.h_date = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Ciel-Date");
-	r.h_content_sha256 = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
-							 "X-Ciel-Content-Sha256");
+	r.h_content_sha256 =
+	    MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Ciel-Content-Sha256");
 	r.h_authorization = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
 	r.body = dbuf_str(&h->body);
 	r.body_len = h->body.len;
@@ -250,8 +250,8 @@ bad:
 static int listen_socket(const struct sockaddr_storage *ss, const char *listen_addr,
 			 struct ciel_err *err)
 {
-	socklen_t len = ss->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
-						  : sizeof(struct sockaddr_in);
+	socklen_t len =
+	    ss->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
 	int one = 1, fd = socket(ss->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 
 	if (fd < 0)
@@ -301,19 +301,20 @@ int http_start(struct http_server **out, struct api *a, const struct http_opts *
 		s->cert = strdup(o->cert_pem);
 		s->key = strdup(o->key_pem);
 	}
-	s->d = MHD_start_daemon(
-		flags, 0, NULL, NULL, access_cb, s, MHD_OPTION_LISTEN_SOCKET, s->fd,
-		MHD_OPTION_URI_LOG_CALLBACK, uri_cb, s, MHD_OPTION_NOTIFY_COMPLETED, completed_cb,
-		s, MHD_OPTION_CONNECTION_LIMIT, (unsigned)1024, MHD_OPTION_CONNECTION_TIMEOUT,
-		(unsigned)120, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
-		o->insecure ? MHD_OPTION_END : MHD_OPTION_HTTPS_MEM_CERT, s->cert,
-		MHD_OPTION_HTTPS_MEM_KEY, s->key, MHD_OPTION_END);
+	s->d = MHD_start_daemon(flags, 0, NULL, NULL, access_cb, s, MHD_OPTION_LISTEN_SOCKET, s->fd,
+				MHD_OPTION_URI_LOG_CALLBACK, uri_cb, s, MHD_OPTION_NOTIFY_COMPLETED,
+				completed_cb, s, MHD_OPTION_CONNECTION_LIMIT, (unsigned)1024,
+				MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120,
+				MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+				o->insecure ? MHD_OPTION_END : MHD_OPTION_HTTPS_MEM_CERT, s->cert,
+				MHD_OPTION_HTTPS_MEM_KEY, s->key, MHD_OPTION_END);
 	if (!s->d) {
 		close(s->fd);
 		free(s->cert);
 		free(s->key);
 		free(s);
-		return ciel_err_set(err, CIEL_EIO, "cannot start the HTTP server on %s (bad TLS material?)",
+		return ciel_err_set(err, CIEL_EIO,
+				    "cannot start the HTTP server on %s (bad TLS material?)",
 				    o->listen);
 	}
 	*out = s;

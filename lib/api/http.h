@@ -19,7 +19,7 @@ struct http_opts {
 	const char *listen;   /* "127.0.0.1:7443", "[::1]:7443", "localhost:7443" */
 	const char *cert_pem; /* PEM text, NULL with insecure */
 	const char *key_pem;
-	int insecure;         /* plain HTTP: refused unless listen is a loopback address */
+	int insecure; /* plain HTTP: refused unless listen is a loopback address */
 };
 
 int http_start(struct http_server **out, struct api *a, const struct http_opts *o,

@@ -46,8 +46,9 @@ static int check_principal_name(const char *v, struct ciel_err *err)
 
 		if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_' ||
 		      (c == '.' && i > 0)))
-			return ciel_err_field(err, CIEL_EINVAL, "principal",
-					      "principal: only a-z, 0-9, '-', '_' and '.' (not first)");
+			return ciel_err_field(
+			    err, CIEL_EINVAL, "principal",
+			    "principal: only a-z, 0-9, '-', '_' and '.' (not first)");
 	}
 	return 0;
 }
@@ -74,20 +75,20 @@ int iam_new_key(struct api *a, const char *tenant, const char *principal, const 
 	if (!sealed)
 		goto fail;
 	now_str(ts);
-	cleanup[1] = api_dump(json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "id", id, "tenant", tenant,
-				    "principal", principal, "role", role, "secret", sealed,
-				    "created", ts));
+	cleanup[1] = api_dump(json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "id", id, "tenant",
+					tenant, "principal", principal, "role", role, "secret",
+					sealed, "created", ts));
 	if (region ? asprintf(&cleanup[2], "/region/keys/%s", id) < 0
 		   : asprintf(&cleanup[2], "/tenants/%s/keys/%s", tenant, id) < 0)
 		goto oom;
 	cleanup[3] = api_dump(json_pack("{s:s, s:s, s:s, s:s}", "id", id, "principal", principal,
-				    "role", role, "created", ts));
+					"role", role, "created", ts));
 	*out = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "id", id, "secret", secret, "principal",
 			 principal, "role", role, "tenant", tenant, "created", ts);
 	if (!cleanup[1] || !cleanup[3] || !*out)
 		goto oom;
-	ops[(*n)++] = (struct store_op){ STORE_PUT, cleanup[0], cleanup[1], STORE_ABSENT };
-	ops[(*n)++] = (struct store_op){ STORE_PUT, cleanup[2], cleanup[3], STORE_ABSENT };
+	ops[(*n)++] = (struct store_op){STORE_PUT, cleanup[0], cleanup[1], STORE_ABSENT};
+	ops[(*n)++] = (struct store_op){STORE_PUT, cleanup[2], cleanup[3], STORE_ABSENT};
 	explicit_bzero(secret, strlen(secret));
 	free(secret);
 	free(sealed);
@@ -115,7 +116,7 @@ static void free4(char *c[4])
 /* List a prefix into a JSON array of the stored documents. */
 static json_t *list_docs(struct api *a, const char *prefix, struct ciel_err *err)
 {
-	struct store_list l = { 0 };
+	struct store_list l = {0};
 	json_t *items = json_array();
 
 	if (!items || store_list(a->store, prefix, NULL, 0, &l, err) < 0) {
@@ -129,8 +130,7 @@ static json_t *list_docs(struct api *a, const char *prefix, struct ciel_err *err
 		if (d && !strchr(l.items[i].key + strlen(prefix), '/')) {
 			json_object_set_new(d, "revision", json_integer(l.items[i].mod_rev));
 			json_array_append_new(items, d);
-		}
-		else
+		} else
 			json_decref(d);
 	}
 	store_list_release(&l);
@@ -141,11 +141,11 @@ static int h_tenant_create(struct api *a, struct api_req *r, struct api_resp *re
 			   struct ciel_err *err)
 {
 	static const struct jbody_field fields[] = {
-		{ .name = "name", .type = JB_STRING, .required = 1, .max_len = 64 },
-		{ 0 },
+	    {.name = "name", .type = JB_STRING, .required = 1, .max_len = 64},
+	    {0},
 	};
-	char *k_tenant = NULL, *k_admin = NULL, *k_quota = NULL, *v_tenant = NULL,
-	     *v_admin = NULL, *v_quota = NULL, *keystr[4] = { 0 }, ts[TS_RFC3339_LEN];
+	char *k_tenant = NULL, *k_admin = NULL, *k_quota = NULL, *v_tenant = NULL, *v_admin = NULL,
+	     *v_quota = NULL, *keystr[4] = {0}, ts[TS_RFC3339_LEN];
 	struct store_op ops[8];
 	struct store_txn_result res;
 	json_t *body, *key = NULL;
@@ -168,15 +168,16 @@ static int h_tenant_create(struct api *a, struct api_req *r, struct api_resp *re
 	    asprintf(&k_quota, "/tenants/%s/quota", name) < 0)
 		goto oom;
 	v_tenant = api_dump(json_pack("{s:s, s:s}", "name", name, "created", ts));
-	v_admin = api_dump(json_pack("{s:s, s:s, s:s}", "name", "admin", "role", "admin", "created", ts));
-	v_quota = api_dump(json_pack("{s:i, s:i, s:I}", "instances", DEFAULT_QUOTA_INSTANCES, "vcpus",
-				 DEFAULT_QUOTA_VCPUS, "memory_bytes",
-				 (json_int_t)DEFAULT_QUOTA_MEMORY));
+	v_admin =
+	    api_dump(json_pack("{s:s, s:s, s:s}", "name", "admin", "role", "admin", "created", ts));
+	v_quota = api_dump(json_pack("{s:i, s:i, s:I}", "instances", DEFAULT_QUOTA_INSTANCES,
+				     "vcpus", DEFAULT_QUOTA_VCPUS, "memory_bytes",
+				     (json_int_t)DEFAULT_QUOTA_MEMORY));
 	if (!v_tenant || !v_admin || !v_quota)
 		goto oom;
-	ops[n++] = (struct store_op){ STORE_PUT, k_tenant, v_tenant, STORE_ABSENT };
-	ops[n++] = (struct store_op){ STORE_PUT, k_admin, v_admin, STORE_ABSENT };
-	ops[n++] = (struct store_op){ STORE_PUT, k_quota, v_quota, STORE_ABSENT };
+	ops[n++] = (struct store_op){STORE_PUT, k_tenant, v_tenant, STORE_ABSENT};
+	ops[n++] = (struct store_op){STORE_PUT, k_admin, v_admin, STORE_ABSENT};
+	ops[n++] = (struct store_op){STORE_PUT, k_quota, v_quota, STORE_ABSENT};
 	if (iam_new_key(a, name, "admin", "admin", ops, &n, keystr, &key, err) < 0)
 		goto out;
 	if (api_commit(a, r, ops, n, 201, &res, err) < 0) {
@@ -243,7 +244,7 @@ static int h_tenant_delete(struct api *a, struct api_req *r, struct api_resp *re
 			   struct ciel_err *err)
 {
 	const char *name = r->params[0];
-	struct store_list owned = { 0 }, keys = { 0 };
+	struct store_list owned = {0}, keys = {0};
 	struct store_op *ops = NULL;
 	char tkey[128], prefix[128], **paths = NULL;
 	size_t n = 0, np = 0;
@@ -278,10 +279,10 @@ static int h_tenant_delete(struct api *a, struct api_req *r, struct api_resp *re
 		goto out;
 	}
 	/* the tenant's audit chain is not under /tenants/: it outlives the tenant */
-	ops[n++] = (struct store_op){ STORE_DELETE, tkey, NULL, rev };
+	ops[n++] = (struct store_op){STORE_DELETE, tkey, NULL, rev};
 	for (size_t i = 0; i < owned.n; i++)
-		ops[n++] = (struct store_op){ STORE_DELETE, owned.items[i].key, NULL,
-					      owned.items[i].mod_rev };
+		ops[n++] = (struct store_op){STORE_DELETE, owned.items[i].key, NULL,
+					     owned.items[i].mod_rev};
 	for (size_t i = 0; i < keys.n; i++) {
 		const char *id = strrchr(keys.items[i].key, '/') + 1;
 
@@ -289,7 +290,7 @@ static int h_tenant_delete(struct api *a, struct api_req *r, struct api_resp *re
 			ciel_err_set(err, CIEL_ENOMEM, "out of memory");
 			goto out;
 		}
-		ops[n++] = (struct store_op){ STORE_DELETE, paths[np++], NULL, STORE_ANY_REV };
+		ops[n++] = (struct store_op){STORE_DELETE, paths[np++], NULL, STORE_ANY_REV};
 	}
 	if (api_commit(a, r, ops, n, 200, NULL, err) < 0)
 		goto out;
@@ -309,11 +310,11 @@ static int h_key_create(struct api *a, struct api_req *r, struct api_resp *resp,
 			struct ciel_err *err)
 {
 	static const struct jbody_field fields[] = {
-		{ .name = "principal", .type = JB_STRING, .required = 1, .max_len = 64 },
-		{ .name = "role", .type = JB_STRING, .max_len = 16 },
-		{ 0 },
+	    {.name = "principal", .type = JB_STRING, .required = 1, .max_len = 64},
+	    {.name = "role", .type = JB_STRING, .max_len = 16},
+	    {0},
 	};
-	char pkey[160], *pval = NULL, *keystr[4] = { 0 }, ts[TS_RFC3339_LEN];
+	char pkey[160], *pval = NULL, *keystr[4] = {0}, ts[TS_RFC3339_LEN];
 	struct store_op ops[4];
 	json_t *body, *p = NULL, *key = NULL;
 	const char *principal, *role;
@@ -346,14 +347,14 @@ static int h_key_create(struct api *a, struct api_req *r, struct api_resp *resp,
 		/* re-put it unchanged, conditioned on its revision, so a concurrent
 		 * principal delete cannot leave this key orphaned */
 		pval = json_dumps(p, JSON_COMPACT | JSON_SORT_KEYS);
-		ops[n++] = (struct store_op){ STORE_PUT, pkey, pval, prev };
+		ops[n++] = (struct store_op){STORE_PUT, pkey, pval, prev};
 	} else {
 		if (err->code != CIEL_ENOTFOUND)
 			goto out;
 		role = api_role_name(rbit);
-		pval = api_dump(json_pack("{s:s, s:s, s:s}", "name", principal, "role", role, "created",
-				      now_str(ts)));
-		ops[n++] = (struct store_op){ STORE_PUT, pkey, pval, STORE_ABSENT };
+		pval = api_dump(json_pack("{s:s, s:s, s:s}", "name", principal, "role", role,
+					  "created", now_str(ts)));
+		ops[n++] = (struct store_op){STORE_PUT, pkey, pval, STORE_ABSENT};
 	}
 	if (!pval) {
 		ciel_err_set(err, CIEL_ENOMEM, "out of memory");
@@ -375,8 +376,7 @@ out:
 	return ret;
 }
 
-static int h_key_list(struct api *a, struct api_req *r, struct api_resp *resp,
-		      struct ciel_err *err)
+static int h_key_list(struct api *a, struct api_req *r, struct api_resp *resp, struct ciel_err *err)
 {
 	char prefix[128];
 	json_t *items;
@@ -387,8 +387,7 @@ static int h_key_list(struct api *a, struct api_req *r, struct api_resp *resp,
 	items = list_docs(a, prefix, err);
 	if (!items)
 		return -1;
-	json_array_foreach(items, i, it)
-		json_object_set_new(it, "tenant", json_string(r->tenant));
+	json_array_foreach(items, i, it) json_object_set_new(it, "tenant", json_string(r->tenant));
 	api_reply(resp, 200, json_pack("{s:o}", "items", items));
 	return 0;
 }
@@ -410,8 +409,8 @@ static int h_key_delete(struct api *a, struct api_req *r, struct api_resp *resp,
 	}
 	json_decref(k);
 	snprintf(idx, sizeof(idx), "/tenants/%s/keys/%.64s", r->tenant, id);
-	ops[0] = (struct store_op){ STORE_DELETE, key, NULL, rev };
-	ops[1] = (struct store_op){ STORE_DELETE, idx, NULL, STORE_ANY_REV };
+	ops[0] = (struct store_op){STORE_DELETE, key, NULL, rev};
+	ops[1] = (struct store_op){STORE_DELETE, idx, NULL, STORE_ANY_REV};
 	if (api_commit(a, r, ops, 2, 200, NULL, err) < 0)
 		return -1;
 	api_reply(resp, 200, json_pack("{s:s}", "deleted", id));
@@ -436,7 +435,7 @@ static int h_principal_delete(struct api *a, struct api_req *r, struct api_resp 
 			      struct ciel_err *err)
 {
 	const char *name = r->params[0];
-	struct store_list keys = { 0 };
+	struct store_list keys = {0};
 	struct store_op *ops = NULL;
 	char pkey[160], prefix[128], **paths = NULL;
 	size_t n = 0, np = 0;
@@ -461,7 +460,7 @@ static int h_principal_delete(struct api *a, struct api_req *r, struct api_resp 
 		ciel_err_set(err, CIEL_ENOMEM, "out of memory");
 		goto out;
 	}
-	ops[n++] = (struct store_op){ STORE_DELETE, pkey, NULL, rev };
+	ops[n++] = (struct store_op){STORE_DELETE, pkey, NULL, rev};
 	for (size_t i = 0; i < keys.n; i++) {
 		json_t *d = json_loadb(keys.items[i].value, keys.items[i].value_len, 0, NULL);
 		int mine = d && strcmp(jbody_str(d, "principal", ""), name) == 0;
@@ -473,9 +472,9 @@ static int h_principal_delete(struct api *a, struct api_req *r, struct api_resp 
 			ciel_err_set(err, CIEL_ENOMEM, "out of memory");
 			goto out;
 		}
-		ops[n++] = (struct store_op){ STORE_DELETE, paths[np++], NULL, STORE_ANY_REV };
-		ops[n++] = (struct store_op){ STORE_DELETE, keys.items[i].key, NULL,
-					      keys.items[i].mod_rev };
+		ops[n++] = (struct store_op){STORE_DELETE, paths[np++], NULL, STORE_ANY_REV};
+		ops[n++] =
+		    (struct store_op){STORE_DELETE, keys.items[i].key, NULL, keys.items[i].mod_rev};
 	}
 	if (api_commit(a, r, ops, n, 200, NULL, err) < 0)
 		goto out;
@@ -493,7 +492,7 @@ out:
 /* Usage is what the tenant's instances claim; instances arrive with the agent issue. */
 static json_t *quota_usage(struct api *a, const char *tenant, struct ciel_err *err)
 {
-	struct store_list l = { 0 };
+	struct store_list l = {0};
 	char prefix[128];
 	int64_t cpu = 0, mem = 0, count = 0;
 
@@ -524,9 +523,9 @@ static int quota_answer(struct api *a, struct api_req *r, struct api_resp *resp,
 		json_decref(limits);
 		return -1;
 	}
-	api_reply(resp, 200,
-		  json_pack("{s:s, s:o, s:o}", "tenant", r->tenant, "limits", limits, "usage",
-			    usage));
+	api_reply(
+	    resp, 200,
+	    json_pack("{s:s, s:o, s:o}", "tenant", r->tenant, "limits", limits, "usage", usage));
 	return 0;
 }
 
@@ -547,10 +546,10 @@ static int h_quota_set(struct api *a, struct api_req *r, struct api_resp *resp,
 		       struct ciel_err *err)
 {
 	static const struct jbody_field fields[] = {
-		{ .name = "instances", .type = JB_INT, .min = 0, .max = 100000 },
-		{ .name = "vcpus", .type = JB_INT, .min = 0, .max = 1000000 },
-		{ .name = "memory_bytes", .type = JB_SIZE, .min = 0, .max = 1LL << 50 },
-		{ 0 },
+	    {.name = "instances", .type = JB_INT, .min = 0, .max = 100000},
+	    {.name = "vcpus", .type = JB_INT, .min = 0, .max = 1000000},
+	    {.name = "memory_bytes", .type = JB_SIZE, .min = 0, .max = 1LL << 50},
+	    {0},
 	};
 	char key[128], *val = NULL;
 	struct store_op op;
@@ -565,15 +564,13 @@ static int h_quota_set(struct api *a, struct api_req *r, struct api_resp *resp,
 	q = api_load_json(a, key, &rev, err);
 	if (!q)
 		goto out;
-	json_object_foreach(body, name, v)
-		if (!json_is_null(v))
-			json_object_set(q, name, v);
+	json_object_foreach(body, name, v) if (!json_is_null(v)) json_object_set(q, name, v);
 	val = json_dumps(q, JSON_COMPACT | JSON_SORT_KEYS);
 	if (!val) {
 		ciel_err_set(err, CIEL_ENOMEM, "out of memory");
 		goto out;
 	}
-	op = (struct store_op){ STORE_PUT, key, val, rev };
+	op = (struct store_op){STORE_PUT, key, val, rev};
 	if (api_commit(a, r, &op, 1, 200, NULL, err) < 0)
 		goto out;
 	ret = quota_answer(a, r, resp, q, err);
@@ -586,20 +583,18 @@ out:
 }
 
 const struct api_route iam_routes[] = {
-	{ "POST", "/v1/tenants", "tenant.create", ROLE_OPERATOR, 0, h_tenant_create },
-	{ "GET", "/v1/tenants", "tenant.list", ROLE_OPERATOR, 0, h_tenant_list },
-	{ "GET", "/v1/tenants/{}", "tenant.show", ROLE_ANY, 0, h_tenant_show },
-	{ "DELETE", "/v1/tenants/{}", "tenant.delete", ROLE_OPERATOR, 0, h_tenant_delete },
-	{ "POST", "/v1/keys", "key.create", ROLE_ADMIN | ROLE_OPERATOR, ROUTE_TENANT,
-	  h_key_create },
-	{ "GET", "/v1/keys", "key.list", ROLE_ADMIN | ROLE_OPERATOR, ROUTE_TENANT, h_key_list },
-	{ "DELETE", "/v1/keys/{}", "key.delete", ROLE_ADMIN | ROLE_OPERATOR, ROUTE_TENANT,
-	  h_key_delete },
-	{ "GET", "/v1/principals", "principal.list", ROLE_ADMIN | ROLE_OPERATOR, ROUTE_TENANT,
-	  h_principal_list },
-	{ "DELETE", "/v1/principals/{}", "principal.delete", ROLE_ADMIN | ROLE_OPERATOR,
-	  ROUTE_TENANT, h_principal_delete },
-	{ "GET", "/v1/quota", "quota.show", ROLE_ANY, ROUTE_TENANT, h_quota_show },
-	{ "PUT", "/v1/quota", "quota.set", ROLE_OPERATOR, ROUTE_TENANT, h_quota_set },
-	{ 0 },
+    {"POST", "/v1/tenants", "tenant.create", ROLE_OPERATOR, 0, h_tenant_create},
+    {"GET", "/v1/tenants", "tenant.list", ROLE_OPERATOR, 0, h_tenant_list},
+    {"GET", "/v1/tenants/{}", "tenant.show", ROLE_ANY, 0, h_tenant_show},
+    {"DELETE", "/v1/tenants/{}", "tenant.delete", ROLE_OPERATOR, 0, h_tenant_delete},
+    {"POST", "/v1/keys", "key.create", ROLE_ADMIN | ROLE_OPERATOR, ROUTE_TENANT, h_key_create},
+    {"GET", "/v1/keys", "key.list", ROLE_ADMIN | ROLE_OPERATOR, ROUTE_TENANT, h_key_list},
+    {"DELETE", "/v1/keys/{}", "key.delete", ROLE_ADMIN | ROLE_OPERATOR, ROUTE_TENANT, h_key_delete},
+    {"GET", "/v1/principals", "principal.list", ROLE_ADMIN | ROLE_OPERATOR, ROUTE_TENANT,
+     h_principal_list},
+    {"DELETE", "/v1/principals/{}", "principal.delete", ROLE_ADMIN | ROLE_OPERATOR, ROUTE_TENANT,
+     h_principal_delete},
+    {"GET", "/v1/quota", "quota.show", ROLE_ANY, ROUTE_TENANT, h_quota_show},
+    {"PUT", "/v1/quota", "quota.set", ROLE_OPERATOR, ROUTE_TENANT, h_quota_set},
+    {0},
 };

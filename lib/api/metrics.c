@@ -9,10 +9,10 @@
 #include "util/dbuf.h"
 
 /* Statuses the API answers with; anything else is counted under "other". */
-static const int statuses[] = { 200, 201, 400, 401, 403, 404, 405, 409, 413, 500, 503 };
+static const int statuses[] = {200, 201, 400, 401, 403, 404, 405, 409, 413, 500, 503};
 #define N_STATUS (sizeof(statuses) / sizeof(statuses[0]) + 1)
-static const double buckets_s[] = { 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025,
-				    0.05,   0.1,   0.25,  0.5,   1.0,  2.5 };
+static const double buckets_s[] = {0.0005, 0.001, 0.002, 0.005, 0.01, 0.025,
+				   0.05,   0.1,	  0.25,	 0.5,	1.0,  2.5};
 #define N_BUCKET (sizeof(buckets_s) / sizeof(buckets_s[0]))
 
 struct metrics {

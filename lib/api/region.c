@@ -48,14 +48,12 @@ static int write_credentials(const char *path, const char *endpoint, const json_
 int region_init(const struct region_init_opts *o, struct ciel_err *err)
 {
 	char path[4096], pki[4096], ca[4200], endpoint[300], host[256], ts[TS_RFC3339_LEN];
-	char *zkeys[16] = { 0 }, *zvals[16] = { 0 }, *keystr[4] = { 0 }, *meta = NULL,
-	     *opval = NULL;
+	char *zkeys[16] = {0}, *zvals[16] = {0}, *keystr[4] = {0}, *meta = NULL, *opval = NULL;
 	const char *sans[4];
-	struct api_config cfg = { .region_name = o->name ? o->name : "local",
-				  .node_timeout_s = 15 };
+	struct api_config cfg = {.region_name = o->name ? o->name : "local", .node_timeout_s = 15};
 	struct store_op ops[24];
 	struct api a;
-	struct api_req r = { 0 };
+	struct api_req r = {0};
 	json_t *zones = NULL, *key = NULL, *m;
 	const char *colon;
 	size_t n = 0, nsans = 0;
@@ -111,17 +109,16 @@ int region_init(const struct region_init_opts *o, struct ciel_err *err)
 		zvals[z] = api_dump(json_pack("{s:s, s:s}", "name", zn, "created", ts));
 		if (!zvals[z])
 			goto oom;
-		ops[n++] = (struct store_op){ STORE_PUT, zkeys[z], zvals[z], STORE_ABSENT };
+		ops[n++] = (struct store_op){STORE_PUT, zkeys[z], zvals[z], STORE_ABSENT};
 	}
-	meta = api_dump(json_pack("{s:s, s:s, s:O}", "name", cfg.region_name, "created", ts,
-				  "zones", zones));
-	opval = api_dump(json_pack("{s:s, s:s, s:s}", "name", "operator", "role", "operator",
-				   "created", ts));
+	meta = api_dump(
+	    json_pack("{s:s, s:s, s:O}", "name", cfg.region_name, "created", ts, "zones", zones));
+	opval = api_dump(
+	    json_pack("{s:s, s:s, s:s}", "name", "operator", "role", "operator", "created", ts));
 	if (!meta || !opval)
 		goto oom;
-	ops[n++] = (struct store_op){ STORE_PUT, "/region/meta", meta, STORE_ABSENT };
-	ops[n++] = (struct store_op){ STORE_PUT, "/region/principals/operator", opval,
-				      STORE_ABSENT };
+	ops[n++] = (struct store_op){STORE_PUT, "/region/meta", meta, STORE_ABSENT};
+	ops[n++] = (struct store_op){STORE_PUT, "/region/principals/operator", opval, STORE_ABSENT};
 	if (iam_new_key(&a, "region", "operator", "operator", ops, &n, keystr, &key, err) < 0)
 		goto out;
 	/* the founding commit is itself the region chain's first event */

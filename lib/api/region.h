@@ -12,10 +12,10 @@
 
 struct region_init_opts {
 	const char *data_dir;
-	const char *name;    /* region name, default "local" */
-	int zones;           /* az1..azN */
-	const char *listen;  /* "127.0.0.1:7443", for the endpoint and certificate SANs */
-	int insecure_http;   /* endpoint scheme http:// */
+	const char *name;   /* region name, default "local" */
+	int zones;	    /* az1..azN */
+	const char *listen; /* "127.0.0.1:7443", for the endpoint and certificate SANs */
+	int insecure_http;  /* endpoint scheme http:// */
 };
 
 /* 0 created, 1 already initialised, -1 error. */

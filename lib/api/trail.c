@@ -36,8 +36,9 @@ static int int_param(const struct api_req *r, const char *name, int64_t def, int
 	errno = 0;
 	n = strtoll(v, &end, 10);
 	if (!*v || *end || errno || n < min || n > max)
-		return ciel_err_field(err, CIEL_EINVAL, name, "%s: must be an integer from %lld to %lld",
-				      name, (long long)min, (long long)max);
+		return ciel_err_field(err, CIEL_EINVAL, name,
+				      "%s: must be an integer from %lld to %lld", name,
+				      (long long)min, (long long)max);
 	*out = n;
 	return 0;
 }
@@ -96,7 +97,7 @@ static int h_audit_list(struct api *a, struct api_req *r, struct api_resp *resp,
 static int h_audit_verify(struct api *a, struct api_req *r, struct api_resp *resp,
 			  struct ciel_err *err)
 {
-	static const struct jbody_field none[] = { { 0 } };
+	static const struct jbody_field none[] = {{0}};
 	struct audit_verify_result v;
 	json_t *body;
 
@@ -108,8 +109,8 @@ static int h_audit_verify(struct api *a, struct api_req *r, struct api_resp *res
 	api_reply(resp, 200,
 		  json_pack("{s:s, s:b, s:I, s:I, s:I, s:s}", "chain", chain_of(r), "ok", v.ok,
 			    "events", (json_int_t)v.events, "checkpoints",
-			    (json_int_t)v.checkpoints, "first_bad_seq",
-			    (json_int_t)v.first_bad_seq, "reason", v.reason));
+			    (json_int_t)v.checkpoints, "first_bad_seq", (json_int_t)v.first_bad_seq,
+			    "reason", v.reason));
 	return 0;
 }
 
@@ -122,7 +123,7 @@ static int append_line(void *arg, const char *json, size_t len)
 static int h_audit_export(struct api *a, struct api_req *r, struct api_resp *resp,
 			  struct ciel_err *err)
 {
-	struct audit_filter f = { 0 };
+	struct audit_filter f = {0};
 	struct dbuf o;
 
 	/* our own chain, not outside input: bounded by what was written, not by a cap */
@@ -141,10 +142,8 @@ static int h_audit_export(struct api *a, struct api_req *r, struct api_resp *res
 
 #define AUDIT_ROLES (ROLE_ADMIN | ROLE_READER | ROLE_OPERATOR)
 const struct api_route trail_routes[] = {
-	{ "GET", "/v1/audit", "audit.list", AUDIT_ROLES, ROUTE_TENANT_OPT, h_audit_list },
-	{ "POST", "/v1/audit:verify", "audit.verify", AUDIT_ROLES, ROUTE_TENANT_OPT,
-	  h_audit_verify },
-	{ "GET", "/v1/audit:export", "audit.export", AUDIT_ROLES, ROUTE_TENANT_OPT,
-	  h_audit_export },
-	{ 0 },
+    {"GET", "/v1/audit", "audit.list", AUDIT_ROLES, ROUTE_TENANT_OPT, h_audit_list},
+    {"POST", "/v1/audit:verify", "audit.verify", AUDIT_ROLES, ROUTE_TENANT_OPT, h_audit_verify},
+    {"GET", "/v1/audit:export", "audit.export", AUDIT_ROLES, ROUTE_TENANT_OPT, h_audit_export},
+    {0},
 };

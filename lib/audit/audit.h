@@ -35,17 +35,17 @@ struct audit;
 /* Inputs of one event; all strings borrowed for the duration of the call.
  * NULL strings are stored as "". */
 struct audit_event {
-	const char *chain;           /* tenant name, or AUDIT_REGION_CHAIN */
+	const char *chain; /* tenant name, or AUDIT_REGION_CHAIN */
 	const char *request_id;
-	int64_t time_ms;             /* wall clock, ms since epoch; 0 = now */
+	int64_t time_ms;	     /* wall clock, ms since epoch; 0 = now */
 	const char *actor_tenant;    /* "region" for the operator, "" if unidentified */
 	const char *actor_principal; /* "" if unidentified */
-	const char *actor_key;       /* access key id claimed, even if refused */
-	const char *action;          /* "tenant.create", "audit.list", "unknown" */
-	const char *target;          /* the request path */
-	const char *source;          /* "127.0.0.1:40312" */
-	int status;                  /* HTTP status of the answer */
-	const char *error_code;      /* ciel_code_name() of the refusal, NULL/"" if ok */
+	const char *actor_key;	     /* access key id claimed, even if refused */
+	const char *action;	     /* "tenant.create", "audit.list", "unknown" */
+	const char *target;	     /* the request path */
+	const char *source;	     /* "127.0.0.1:40312" */
+	int status;		     /* HTTP status of the answer */
+	const char *error_code;	     /* ciel_code_name() of the refusal, NULL/"" if ok */
 };
 
 /* What a store hook needs; fill ev, pass &append as hook_arg with audit_hook.
@@ -54,7 +54,7 @@ struct audit_event {
 struct audit_append {
 	struct audit *audit;
 	struct audit_event ev;
-	int64_t seq_out;             /* set by the hook: the event's seq */
+	int64_t seq_out; /* set by the hook: the event's seq */
 };
 int audit_hook(void *arg, struct store_wtx *tx, int conds_ok, struct ciel_err *err);
 
@@ -75,11 +75,11 @@ int audit_record(struct audit *a, const struct audit_event *ev, struct ciel_err 
 int audit_tick(struct audit *a, struct ciel_err *err);
 
 struct audit_verify_result {
-	int ok;                  /* 1 if the whole chain verified */
-	int64_t events;          /* events checked */
-	int64_t checkpoints;     /* checkpoints whose signature verified */
-	int64_t first_bad_seq;   /* seq of the first broken or missing link, 0 if ok */
-	char reason[256];        /* what is wrong there */
+	int ok;		       /* 1 if the whole chain verified */
+	int64_t events;	       /* events checked */
+	int64_t checkpoints;   /* checkpoints whose signature verified */
+	int64_t first_bad_seq; /* seq of the first broken or missing link, 0 if ok */
+	char reason[256];      /* what is wrong there */
 };
 /* Recompute the chain from seq 1: every event parses, is canonical, hashes to
  * its "hash", links to its predecessor, seqs are contiguous up to the head,
@@ -92,13 +92,13 @@ int audit_verify(struct audit *a, const char *chain, struct audit_verify_result 
 typedef int (*audit_emit_fn)(void *arg, const char *json, size_t len);
 
 struct audit_filter {
-	int64_t since_ms;     /* 0 = from the start */
-	const char *action;   /* NULL = any; "tenant." matches as a prefix when it ends in '.' */
-	int64_t after_seq;    /* 0 = from seq 1 */
-	size_t limit;         /* 0 = no limit */
+	int64_t since_ms;   /* 0 = from the start */
+	const char *action; /* NULL = any; "tenant." matches as a prefix when it ends in '.' */
+	int64_t after_seq;  /* 0 = from seq 1 */
+	size_t limit;	    /* 0 = no limit */
 };
-int audit_scan(struct audit *a, const char *chain, const struct audit_filter *f,
-	       audit_emit_fn emit, void *arg, struct ciel_err *err);
+int audit_scan(struct audit *a, const char *chain, const struct audit_filter *f, audit_emit_fn emit,
+	       void *arg, struct ciel_err *err);
 
 /* Hex of the region's checkpoint public key (64 chars + NUL). */
 void audit_public_key_hex(struct audit *a, char out[65]);

@@ -385,7 +385,8 @@ int sign_authorization(const char *key_id, const char *scope, const char nonce[3
 		return ciel_err_set(err, CIEL_EINVAL,
 				    "signature: must be 64 lower-case hex characters");
 	if (!nonce || strlen(nonce) != 32 || strspn(nonce, "0123456789abcdef") != 32)
-		return ciel_err_set(err, CIEL_EINVAL, "nonce: must be 32 lower-case hex characters");
+		return ciel_err_set(err, CIEL_EINVAL,
+				    "nonce: must be 32 lower-case hex characters");
 	n = snprintf(out, out_size,
 		     SIGN_ALGO " Credential=%s/%s, SignedHeaders=" SIGN_SIGNED_HEADERS
 			       ", Nonce=%s, Signature=%s",
@@ -650,7 +651,7 @@ int sign_client(const char *method, const char *path, const char *query, const c
 		const void *secret, size_t secret_len, time_t now, char date_out[17],
 		char body_sha_out[65], char *auth_out, size_t auth_size, struct ciel_err *err)
 {
-	struct sign_request r = { 0 };
+	struct sign_request r = {0};
 	unsigned char raw[16];
 	char sig[65], nonce[33];
 

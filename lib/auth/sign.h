@@ -17,11 +17,11 @@
  *   "CIEL-HMAC-SHA256\n" date "\n" scope "\n" nonce "\n" hex(SHA-256(canonical request))
  * Signature: hex(HMAC-SHA256(secret, string to sign)).
  * Authorization header:
- *   CIEL-HMAC-SHA256 Credential=<key id>/<scope>, SignedHeaders=host;x-ciel-content-sha256;x-ciel-date, Nonce=<32 hex>, Signature=<64 hex>
- * The nonce is 16 random bytes per request. Without it two identical requests
- * in the same second (the date's resolution) would carry the same signature,
- * and the server's replay cache would refuse the second, legitimate one.
- * The scope is the tenant the request acts for ("region" for the operator);
+ *   CIEL-HMAC-SHA256 Credential=<key id>/<scope>,
+ * SignedHeaders=host;x-ciel-content-sha256;x-ciel-date, Nonce=<32 hex>, Signature=<64 hex> The
+ * nonce is 16 random bytes per request. Without it two identical requests in the same second (the
+ * date's resolution) would carry the same signature, and the server's replay cache would refuse the
+ * second, legitimate one. The scope is the tenant the request acts for ("region" for the operator);
  * a key used under another tenant's scope is refused by the server.
  * Date: x-ciel-date header, ISO 8601 basic UTC "20261123T105500Z".
  */
@@ -45,7 +45,7 @@ struct sign_request {
 	const char *path;  /* raw, as sent (percent-encoded), without the query */
 	const char *query; /* raw query string without '?', NULL or "" if none */
 	const char *host;
-	const char *date;  /* "20261123T105500Z" */
+	const char *date; /* "20261123T105500Z" */
 	const char *body_sha256_hex;
 	const char *nonce; /* 32 lower-case hex chars */
 };

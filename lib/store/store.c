@@ -23,7 +23,7 @@ struct store {
 };
 
 static const struct store_backend *const backends[] = {
-	&store_sqlite_backend,
+    &store_sqlite_backend,
 };
 
 /*
@@ -84,8 +84,8 @@ static int check_key(const char *key, const char *field, struct ciel_err *err)
 		return ciel_err_field(err, CIEL_EINVAL, field, "store: %s must start with '/'",
 				      field);
 	if (len > STORE_KEY_MAX)
-		return ciel_err_field(err, CIEL_EINVAL, field,
-				      "store: %s longer than %d bytes", field, STORE_KEY_MAX);
+		return ciel_err_field(err, CIEL_EINVAL, field, "store: %s longer than %d bytes",
+				      field, STORE_KEY_MAX);
 	if (!utf8_valid((const unsigned char *)key, len))
 		return ciel_err_field(err, CIEL_EINVAL, field, "store: %s is not valid UTF-8",
 				      field);
@@ -101,8 +101,8 @@ static int check_bound(const char *s, const char *field, struct ciel_err *err)
 		return 0;
 	len = strnlen(s, STORE_KEY_MAX + 1);
 	if (len > STORE_KEY_MAX)
-		return ciel_err_field(err, CIEL_EINVAL, field,
-				      "store: %s longer than %d bytes", field, STORE_KEY_MAX);
+		return ciel_err_field(err, CIEL_EINVAL, field, "store: %s longer than %d bytes",
+				      field, STORE_KEY_MAX);
 	if (!utf8_valid((const unsigned char *)s, len))
 		return ciel_err_field(err, CIEL_EINVAL, field, "store: %s is not valid UTF-8",
 				      field);
@@ -130,8 +130,8 @@ static int check_op(const struct store_op *op, size_t i, struct ciel_err *err)
 	size_t len = 0;
 
 	if (op->kind != STORE_PUT && op->kind != STORE_DELETE)
-		return ciel_err_field(err, CIEL_EINVAL, "kind", "store: op %zu: unknown kind %d",
-				      i, (int)op->kind);
+		return ciel_err_field(err, CIEL_EINVAL, "kind", "store: op %zu: unknown kind %d", i,
+				      (int)op->kind);
 	if (op->expect_rev < STORE_ANY_REV)
 		return ciel_err_field(err, CIEL_EINVAL, "expect_rev",
 				      "store: op %zu: expect_rev %lld is negative", i,
@@ -296,8 +296,7 @@ int store_watch(struct store *s, const char *prefix, int64_t after_rev, int time
 	return s->be->watch(s->impl, prefix ? prefix : "", after_rev, timeout_ms, out, err);
 }
 
-int store_wtx_get(struct store_wtx *tx, const char *key, struct store_kv *out,
-		  struct ciel_err *err)
+int store_wtx_get(struct store_wtx *tx, const char *key, struct store_kv *out, struct ciel_err *err)
 {
 	if (!out)
 		return ciel_err_set(err, CIEL_EINVAL, "store: no output");
@@ -309,8 +308,7 @@ int store_wtx_get(struct store_wtx *tx, const char *key, struct store_kv *out,
 	return tx->get(tx, key, out, err);
 }
 
-int store_wtx_put(struct store_wtx *tx, const char *key, const char *value,
-		  struct ciel_err *err)
+int store_wtx_put(struct store_wtx *tx, const char *key, const char *value, struct ciel_err *err)
 {
 	size_t len = 0;
 

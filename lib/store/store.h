@@ -36,8 +36,8 @@
 struct store;
 
 struct store_kv {
-	char *key;        /* owned */
-	char *value;      /* owned, NUL-terminated */
+	char *key;   /* owned */
+	char *value; /* owned, NUL-terminated */
 	size_t value_len;
 	int64_t create_rev;
 	int64_t mod_rev;
@@ -48,15 +48,15 @@ void store_kv_release(struct store_kv *kv);
 struct store_list {
 	struct store_kv *items; /* owned array of n */
 	size_t n;
-	int64_t rev;            /* store revision the list was read at */
-	int more;               /* 1 if the limit cut the list short */
+	int64_t rev; /* store revision the list was read at */
+	int more;    /* 1 if the limit cut the list short */
 };
 void store_list_release(struct store_list *l);
 
 enum store_op_kind { STORE_PUT = 1, STORE_DELETE = 2 };
 
 #define STORE_ANY_REV (-1) /* no condition */
-#define STORE_ABSENT 0     /* the key must not exist */
+#define STORE_ABSENT 0	   /* the key must not exist */
 
 struct store_op {
 	enum store_op_kind kind;
@@ -86,15 +86,14 @@ typedef int (*store_hook_fn)(void *arg, struct store_wtx *tx, int conds_ok, stru
 /* Read inside a hook: sees the transaction's own writes. -1/CIEL_ENOTFOUND if absent. */
 int store_wtx_get(struct store_wtx *tx, const char *key, struct store_kv *out,
 		  struct ciel_err *err);
-int store_wtx_put(struct store_wtx *tx, const char *key, const char *value,
-		  struct ciel_err *err);
+int store_wtx_put(struct store_wtx *tx, const char *key, const char *value, struct ciel_err *err);
 /* The revision this transaction will commit at. */
 int64_t store_wtx_rev(struct store_wtx *tx);
 
 struct store_txn_result {
-	int conds_ok;   /* 1: all conditions held, ops applied; 0: nothing of ops applied */
-	int failed_op;  /* index of the first op whose condition failed, -1 if none */
-	int64_t rev;    /* revision of the commit (the store's revision if nothing changed) */
+	int conds_ok;  /* 1: all conditions held, ops applied; 0: nothing of ops applied */
+	int failed_op; /* index of the first op whose condition failed, -1 if none */
+	int64_t rev;   /* revision of the commit (the store's revision if nothing changed) */
 };
 
 /*
@@ -123,12 +122,12 @@ int store_rev(struct store *s, int64_t *rev, struct ciel_err *err);
 
 struct store_event {
 	enum store_op_kind kind; /* STORE_PUT or STORE_DELETE */
-	struct store_kv kv;      /* kv.value is the value as of the read (NULL for DELETE) */
+	struct store_kv kv;	 /* kv.value is the value as of the read (NULL for DELETE) */
 };
 struct store_events {
 	struct store_event *ev; /* owned array of n, in revision order */
 	size_t n;
-	int64_t rev;            /* pass as after_rev to the next store_watch */
+	int64_t rev; /* pass as after_rev to the next store_watch */
 };
 void store_events_release(struct store_events *e);
 
@@ -146,7 +145,8 @@ int store_open(struct store **out, const char *url, struct ciel_err *err);
 /* Waits for in-flight commits, then frees everything. NULL is a no-op. */
 void store_close(struct store *s);
 
-/* Path of the backing file for embedded stores ("" for others); for tests and `ciel tenant show`. */
+/* Path of the backing file for embedded stores ("" for others); for tests and `ciel tenant show`.
+ */
 const char *store_path(const struct store *s);
 
 #endif

@@ -60,14 +60,14 @@
 #define SCHEMA_VERSION 1
 
 static const char schema_sql[] =
-	"BEGIN IMMEDIATE;"
-	"CREATE TABLE IF NOT EXISTS kv(key TEXT PRIMARY KEY, value BLOB NOT NULL,"
-	" create_rev INTEGER NOT NULL, mod_rev INTEGER NOT NULL) WITHOUT ROWID;"
-	"CREATE TABLE IF NOT EXISTS changes(rev INTEGER NOT NULL, key TEXT NOT NULL,"
-	" kind INTEGER NOT NULL, PRIMARY KEY(rev, key)) WITHOUT ROWID;"
-	"CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v INTEGER NOT NULL) WITHOUT ROWID;"
-	"INSERT OR IGNORE INTO meta(k, v) VALUES('schema', 1), ('rev', 0), ('compact', 0);"
-	"COMMIT;";
+    "BEGIN IMMEDIATE;"
+    "CREATE TABLE IF NOT EXISTS kv(key TEXT PRIMARY KEY, value BLOB NOT NULL,"
+    " create_rev INTEGER NOT NULL, mod_rev INTEGER NOT NULL) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS changes(rev INTEGER NOT NULL, key TEXT NOT NULL,"
+    " kind INTEGER NOT NULL, PRIMARY KEY(rev, key)) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v INTEGER NOT NULL) WITHOUT ROWID;"
+    "INSERT OR IGNORE INTO meta(k, v) VALUES('schema', 1), ('rev', 0), ('compact', 0);"
+    "COMMIT;";
 
 enum {
 	WS_BEGIN,
@@ -88,38 +88,38 @@ enum {
 };
 
 static const char *const wsql[WS_MAX] = {
-	[WS_BEGIN] = "BEGIN IMMEDIATE",
-	[WS_COMMIT] = "COMMIT",
-	[WS_ROLLBACK] = "ROLLBACK",
-	[WS_SAVEPOINT] = "SAVEPOINT t",
-	[WS_RELEASE] = "RELEASE t",
-	[WS_ROLLBACK_TO] = "ROLLBACK TO t",
-	[WS_MOD_REV] = "SELECT mod_rev FROM kv WHERE key = ?1",
-	[WS_GET] = "SELECT value, create_rev, mod_rev FROM kv WHERE key = ?1",
-	[WS_UPSERT] = "INSERT INTO kv(key, value, create_rev, mod_rev) VALUES(?1, ?2, ?3, ?3)"
-		      " ON CONFLICT(key) DO UPDATE SET value = excluded.value,"
-		      " mod_rev = excluded.mod_rev",
-	[WS_DELETE] = "DELETE FROM kv WHERE key = ?1",
-	[WS_CHANGE] = "INSERT OR REPLACE INTO changes(rev, key, kind) VALUES(?1, ?2, ?3)",
-	[WS_META_GET] = "SELECT v FROM meta WHERE k = ?1",
-	[WS_META_SET] = "UPDATE meta SET v = ?2 WHERE k = ?1",
-	[WS_PRUNE] = "DELETE FROM changes WHERE rev <= ?1",
+    [WS_BEGIN] = "BEGIN IMMEDIATE",
+    [WS_COMMIT] = "COMMIT",
+    [WS_ROLLBACK] = "ROLLBACK",
+    [WS_SAVEPOINT] = "SAVEPOINT t",
+    [WS_RELEASE] = "RELEASE t",
+    [WS_ROLLBACK_TO] = "ROLLBACK TO t",
+    [WS_MOD_REV] = "SELECT mod_rev FROM kv WHERE key = ?1",
+    [WS_GET] = "SELECT value, create_rev, mod_rev FROM kv WHERE key = ?1",
+    [WS_UPSERT] = "INSERT INTO kv(key, value, create_rev, mod_rev) VALUES(?1, ?2, ?3, ?3)"
+		  " ON CONFLICT(key) DO UPDATE SET value = excluded.value,"
+		  " mod_rev = excluded.mod_rev",
+    [WS_DELETE] = "DELETE FROM kv WHERE key = ?1",
+    [WS_CHANGE] = "INSERT OR REPLACE INTO changes(rev, key, kind) VALUES(?1, ?2, ?3)",
+    [WS_META_GET] = "SELECT v FROM meta WHERE k = ?1",
+    [WS_META_SET] = "UPDATE meta SET v = ?2 WHERE k = ?1",
+    [WS_PRUNE] = "DELETE FROM changes WHERE rev <= ?1",
 };
 
 enum { RS_BEGIN, RS_END, RS_META_GET, RS_GET, RS_LIST, RS_WATCH, RS_MAX };
 
 static const char *const rsql[RS_MAX] = {
-	[RS_BEGIN] = "BEGIN",
-	[RS_END] = "COMMIT",
-	[RS_META_GET] = "SELECT v FROM meta WHERE k = ?1",
-	[RS_GET] = "SELECT value, create_rev, mod_rev FROM kv WHERE key = ?1",
-	[RS_LIST] = "SELECT key, value, create_rev, mod_rev FROM kv"
-		    " WHERE key >= ?1 AND key < ?2 AND key > ?3 ORDER BY key LIMIT ?4",
-	/* level-triggered: one row per key, its current value, ordered by its last change */
-	[RS_WATCH] = "SELECT c.key, c.r, kv.value, kv.create_rev, kv.mod_rev FROM"
-		     " (SELECT key, MAX(rev) AS r FROM changes"
-		     "  WHERE rev > ?1 AND key >= ?2 AND key < ?3 GROUP BY key) AS c"
-		     " LEFT JOIN kv ON kv.key = c.key ORDER BY c.r, c.key",
+    [RS_BEGIN] = "BEGIN",
+    [RS_END] = "COMMIT",
+    [RS_META_GET] = "SELECT v FROM meta WHERE k = ?1",
+    [RS_GET] = "SELECT value, create_rev, mod_rev FROM kv WHERE key = ?1",
+    [RS_LIST] = "SELECT key, value, create_rev, mod_rev FROM kv"
+		" WHERE key >= ?1 AND key < ?2 AND key > ?3 ORDER BY key LIMIT ?4",
+    /* level-triggered: one row per key, its current value, ordered by its last change */
+    [RS_WATCH] = "SELECT c.key, c.r, kv.value, kv.create_rev, kv.mod_rev FROM"
+		 " (SELECT key, MAX(rev) AS r FROM changes"
+		 "  WHERE rev > ?1 AND key >= ?2 AND key < ?3 GROUP BY key) AS c"
+		 " LEFT JOIN kv ON kv.key = c.key ORDER BY c.r, c.key",
 };
 
 struct reader {
@@ -155,13 +155,13 @@ struct sq {
 	pthread_mutex_t pool_mu;
 	pthread_cond_t pool_cv;
 
-	pthread_mutex_t mu;       /* guards everything below */
-	pthread_cond_t work_cv;   /* writer sleeps here */
+	pthread_mutex_t mu;	  /* guards everything below */
+	pthread_cond_t work_cv;	  /* writer sleeps here */
 	pthread_cond_t commit_cv; /* watchers sleep here (CLOCK_MONOTONIC) */
 	struct wreq *head, *tail;
 	int closing;
-	int failed;               /* fail-stop: no more writes */
-	uint64_t commit_gen;      /* bumped after every batch */
+	int failed;	     /* fail-stop: no more writes */
+	uint64_t commit_gen; /* bumped after every batch */
 	int64_t retain;
 	struct store_stats stats;
 	pthread_t writer;
@@ -381,7 +381,7 @@ static int wtx_put(struct store_wtx *base, const char *key, const char *value, s
  */
 static int run_one(struct sq *sq, struct wreq *r, int64_t *cur)
 {
-	struct sq_wtx tx = { .base = { .get = wtx_get, .put = wtx_put, .rev = *cur + 1 }, .sq = sq };
+	struct sq_wtx tx = {.base = {.get = wtx_get, .put = wtx_put, .rev = *cur + 1}, .sq = sq};
 	int ok = 1, failed_op = -1;
 
 	if (wstep(sq, WS_SAVEPOINT) < 0)
@@ -475,8 +475,8 @@ fatal:
 		if (r->rc < 0)
 			continue;
 		r->rc = -1;
-		ciel_err_set(&r->err, CIEL_EIO, "sqlite: commit failed: %s (store is now read-only)",
-			     sq->wmsg);
+		ciel_err_set(&r->err, CIEL_EIO,
+			     "sqlite: commit failed: %s (store is now read-only)", sq->wmsg);
 	}
 	return -1;
 }
@@ -541,7 +541,7 @@ static int sq_txn(void *impl, const struct store_op *ops, size_t n, store_hook_f
 		  void *hook_arg, struct store_txn_result *res, struct ciel_err *err)
 {
 	struct sq *sq = impl;
-	struct wreq r = { .ops = ops, .n = n, .hook = hook, .hook_arg = hook_arg };
+	struct wreq r = {.ops = ops, .n = n, .hook = hook, .hook_arg = hook_arg};
 
 	if (pthread_equal(pthread_self(), sq->writer))
 		return ciel_err_set(err, CIEL_EINTERNAL, "store: store_txn called from a hook");
@@ -840,8 +840,8 @@ static int sq_watch(void *impl, const char *prefix, int64_t after_rev, int timeo
 			return 0;
 		pthread_mutex_lock(&sq->mu);
 		while (sq->commit_gen == gen && !sq->closing && !timed_out)
-			timed_out = pthread_cond_timedwait(&sq->commit_cv, &sq->mu, &deadline) ==
-				    ETIMEDOUT;
+			timed_out =
+			    pthread_cond_timedwait(&sq->commit_cv, &sq->mu, &deadline) == ETIMEDOUT;
 		closing = sq->closing;
 		pthread_mutex_unlock(&sq->mu);
 		if (timed_out || closing)
@@ -938,8 +938,8 @@ static int open_writer(struct sq *sq, struct ciel_err *err)
 	if (prepare(sq->wdb, "PRAGMA journal_mode=WAL", &st, err) < 0)
 		return -1;
 	rc = sqlite3_step(st);
-	wal = rc == SQLITE_ROW && sqlite3_stricmp((const char *)sqlite3_column_text(st, 0),
-						  "wal") == 0;
+	wal = rc == SQLITE_ROW &&
+	      sqlite3_stricmp((const char *)sqlite3_column_text(st, 0), "wal") == 0;
 	sqlite3_finalize(st);
 	if (!wal)
 		return ciel_err_set(err, CIEL_EIO, "sqlite: %s: cannot switch to WAL mode: %s",
@@ -953,8 +953,8 @@ static int open_writer(struct sq *sq, struct ciel_err *err)
 	for (int k = 0; k < WS_MAX; k++)
 		if (prepare(sq->wdb, wsql[k], &sq->ws[k], err) < 0)
 			return -1;
-	if (w_meta_get(sq, "schema", &schema) < 0 || w_meta_get(sq, "compact",
-								 &sq->stats.compact_rev) < 0)
+	if (w_meta_get(sq, "schema", &schema) < 0 ||
+	    w_meta_get(sq, "compact", &sq->stats.compact_rev) < 0)
 		return ciel_err_set(err, CIEL_EIO, "sqlite: %s: %s", sq->path, sq->wmsg);
 	if (schema != SCHEMA_VERSION)
 		return ciel_err_set(err, CIEL_EINVAL, "sqlite: %s: schema version %lld, want %d",
@@ -1040,15 +1040,15 @@ static void sq_close(void *impl)
 }
 
 const struct store_backend store_sqlite_backend = {
-	.scheme = "sqlite",
-	.open = sq_open,
-	.close = sq_close,
-	.txn = sq_txn,
-	.get = sq_get,
-	.list = sq_list,
-	.rev = sq_rev,
-	.watch = sq_watch,
-	.path = sq_path,
-	.stats = sq_stats,
-	.set_retain = sq_set_retain,
+    .scheme = "sqlite",
+    .open = sq_open,
+    .close = sq_close,
+    .txn = sq_txn,
+    .get = sq_get,
+    .list = sq_list,
+    .rev = sq_rev,
+    .watch = sq_watch,
+    .path = sq_path,
+    .stats = sq_stats,
+    .set_retain = sq_set_retain,
 };

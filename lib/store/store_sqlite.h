@@ -38,9 +38,9 @@ struct store_wtx {
 
 /* Counters a backend keeps for tests and `ciel` diagnostics. */
 struct store_stats {
-	uint64_t txns;      /* store_txn calls that reached the writer */
-	uint64_t commits;   /* durable commits (one fsync each): txns / commits = batch size */
-	uint64_t max_batch; /* most txns one commit carried */
+	uint64_t txns;	     /* store_txn calls that reached the writer */
+	uint64_t commits;    /* durable commits (one fsync each): txns / commits = batch size */
+	uint64_t max_batch;  /* most txns one commit carried */
 	int64_t compact_rev; /* watchers with after_rev below this get CIEL_ECONFLICT */
 };
 

@@ -10,20 +10,20 @@ static const struct {
 	const char *name;
 	int http;
 } codes[CIEL_CODE_MAX] = {
-	[CIEL_OK] = { "ok", 200 },
-	[CIEL_EINVAL] = { "invalid_argument", 400 },
-	[CIEL_EUNAUTH] = { "unauthenticated", 401 },
-	[CIEL_EPERM] = { "permission_denied", 403 },
-	[CIEL_ENOTFOUND] = { "not_found", 404 },
-	[CIEL_EMETHOD] = { "method_not_allowed", 405 },
-	[CIEL_ECONFLICT] = { "conflict", 409 },
-	[CIEL_EEXIST] = { "already_exists", 409 },
-	[CIEL_ETOOBIG] = { "payload_too_large", 413 },
-	[CIEL_EQUOTA] = { "quota_exceeded", 403 },
-	[CIEL_EUNAVAIL] = { "unavailable", 503 },
-	[CIEL_EIO] = { "io_error", 500 },
-	[CIEL_ENOMEM] = { "out_of_memory", 500 },
-	[CIEL_EINTERNAL] = { "internal", 500 },
+    [CIEL_OK] = {"ok", 200},
+    [CIEL_EINVAL] = {"invalid_argument", 400},
+    [CIEL_EUNAUTH] = {"unauthenticated", 401},
+    [CIEL_EPERM] = {"permission_denied", 403},
+    [CIEL_ENOTFOUND] = {"not_found", 404},
+    [CIEL_EMETHOD] = {"method_not_allowed", 405},
+    [CIEL_ECONFLICT] = {"conflict", 409},
+    [CIEL_EEXIST] = {"already_exists", 409},
+    [CIEL_ETOOBIG] = {"payload_too_large", 413},
+    [CIEL_EQUOTA] = {"quota_exceeded", 403},
+    [CIEL_EUNAVAIL] = {"unavailable", 503},
+    [CIEL_EIO] = {"io_error", 500},
+    [CIEL_ENOMEM] = {"out_of_memory", 500},
+    [CIEL_EINTERNAL] = {"internal", 500},
 };
 
 const char *ciel_code_name(int code)
@@ -97,7 +97,8 @@ void ciel_err_prefix(struct ciel_err *err, const char *fmt, ...)
 	vsnprintf(pre, sizeof(pre), fmt, ap);
 	va_end(ap);
 	memcpy(old, err->msg, sizeof(old));
-	snprintf(err->msg, sizeof(err->msg), "%s%.*s", pre, (int)(sizeof(err->msg) - 1 - strlen(pre)), old);
+	snprintf(err->msg, sizeof(err->msg), "%s%.*s", pre,
+		 (int)(sizeof(err->msg) - 1 - strlen(pre)), old);
 }
 
 void ciel_err_clear(struct ciel_err *err)

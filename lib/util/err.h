@@ -14,39 +14,40 @@
 
 enum ciel_code {
 	CIEL_OK = 0,
-	CIEL_EINVAL,     /* invalid_argument      400 */
-	CIEL_EUNAUTH,    /* unauthenticated       401 */
-	CIEL_EPERM,      /* permission_denied     403 */
-	CIEL_ENOTFOUND,  /* not_found             404 */
-	CIEL_EMETHOD,    /* method_not_allowed    405 */
-	CIEL_ECONFLICT,  /* conflict              409 (revision mismatch) */
-	CIEL_EEXIST,     /* already_exists        409 */
-	CIEL_ETOOBIG,    /* payload_too_large     413 */
-	CIEL_EQUOTA,     /* quota_exceeded        403 */
-	CIEL_EUNAVAIL,   /* unavailable           503 */
-	CIEL_EIO,        /* io_error              500 */
-	CIEL_ENOMEM,     /* out_of_memory         500 */
-	CIEL_EINTERNAL,  /* internal              500 */
+	CIEL_EINVAL,	/* invalid_argument      400 */
+	CIEL_EUNAUTH,	/* unauthenticated       401 */
+	CIEL_EPERM,	/* permission_denied     403 */
+	CIEL_ENOTFOUND, /* not_found             404 */
+	CIEL_EMETHOD,	/* method_not_allowed    405 */
+	CIEL_ECONFLICT, /* conflict              409 (revision mismatch) */
+	CIEL_EEXIST,	/* already_exists        409 */
+	CIEL_ETOOBIG,	/* payload_too_large     413 */
+	CIEL_EQUOTA,	/* quota_exceeded        403 */
+	CIEL_EUNAVAIL,	/* unavailable           503 */
+	CIEL_EIO,	/* io_error              500 */
+	CIEL_ENOMEM,	/* out_of_memory         500 */
+	CIEL_EINTERNAL, /* internal              500 */
 	CIEL_CODE_MAX
 };
 
 struct ciel_err {
-	int code;        /* enum ciel_code */
-	char field[64];  /* offending input field, "" if none */
+	int code;	/* enum ciel_code */
+	char field[64]; /* offending input field, "" if none */
 	char msg[512];
 };
 
 /* Set err (if non-NULL) and return -1, so callers can `return ciel_err_set(...)`. */
 int ciel_err_set(struct ciel_err *err, int code, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 /* Like ciel_err_set, naming the input field at fault. */
 int ciel_err_field(struct ciel_err *err, int code, const char *field, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
+    __attribute__((format(printf, 4, 5)));
 /* Like ciel_err_set, appending ": strerror(errnum)". */
 int ciel_err_sys(struct ciel_err *err, int code, int errnum, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
+    __attribute__((format(printf, 4, 5)));
 /* Prepend context ("open store: ") to an error already set. */
-void ciel_err_prefix(struct ciel_err *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void ciel_err_prefix(struct ciel_err *err, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 void ciel_err_clear(struct ciel_err *err);
 
 /* Stable snake_case name used in API error bodies ("invalid_argument"). */
@@ -57,6 +58,6 @@ int ciel_code_http(int code);
 /* Marks a broken invariant: print and abort. Not for bad input. */
 #define BUG(...) ciel_bug(__FILE__, __LINE__, __VA_ARGS__)
 void ciel_bug(const char *file, int line, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4), noreturn));
+    __attribute__((format(printf, 3, 4), noreturn));
 
 #endif

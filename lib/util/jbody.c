@@ -11,10 +11,9 @@ int jbody_parse_size(const char *s, int64_t *bytes)
 		const char *suffix;
 		int shift;
 	} units[] = {
-		{ "", 0 },	   { "B", 0 },	     { "K", 10 },	{ "KB", 10 }, { "Ki", 10 },
-		{ "KiB", 10 }, { "M", 20 },	     { "MB", 20 },	{ "Mi", 20 }, { "MiB", 20 },
-		{ "G", 30 },   { "GB", 30 },     { "Gi", 30 },	{ "GiB", 30 }, { "T", 40 },
-		{ "TB", 40 },  { "Ti", 40 },     { "TiB", 40 },
+	    {"", 0},	{"B", 0},    {"K", 10},	 {"KB", 10},  {"Ki", 10}, {"KiB", 10},
+	    {"M", 20},	{"MB", 20},  {"Mi", 20}, {"MiB", 20}, {"G", 30},  {"GB", 30},
+	    {"Gi", 30}, {"GiB", 30}, {"T", 40},	 {"TB", 40},  {"Ti", 40}, {"TiB", 40},
 	};
 	char *end;
 	long long v;
@@ -63,7 +62,8 @@ static int check_object(json_t *obj, const struct jbody_field *fields, const cha
 	if (depth > JBODY_MAX_DEPTH)
 		return ciel_err_field(err, CIEL_EINVAL, prefix, "%s: nested too deeply", prefix);
 
-	json_object_foreach(obj, name, v) {
+	json_object_foreach(obj, name, v)
+	{
 		const struct jbody_field *f = fields;
 
 		while (f->name && strcmp(f->name, name) != 0)
@@ -127,7 +127,7 @@ static int check_object(json_t *obj, const struct jbody_field *fields, const cha
 			break;
 		}
 		continue;
-wrong_type:
+	wrong_type:
 		return ciel_err_field(err, CIEL_EINVAL, path, "%s: must be %s", path,
 				      type_name(f->type));
 	}

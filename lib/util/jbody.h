@@ -27,8 +27,8 @@ struct jbody_field {
 	const char *name;
 	enum jbody_type type;
 	int required;
-	size_t max_len;                   /* JB_STRING: max bytes (0 = 256) */
-	int64_t min, max;                 /* JB_INT / JB_SIZE: inclusive range (both 0 = >= 0) */
+	size_t max_len;			  /* JB_STRING: max bytes (0 = 256) */
+	int64_t min, max;		  /* JB_INT / JB_SIZE: inclusive range (both 0 = >= 0) */
 	const struct jbody_field *fields; /* JB_OBJECT: nested table, NULL-name terminated */
 };
 

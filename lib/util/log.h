@@ -15,9 +15,9 @@ int log_parse_level(const char *s);
 void log_set_prog(const char *prog);
 void log_write(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-#define log_at(lvl, ...)                         \
-	do {                                     \
-		if ((lvl) >= log_level)          \
+#define log_at(lvl, ...)                             \
+	do {                                         \
+		if ((lvl) >= log_level)              \
 			log_write(lvl, __VA_ARGS__); \
 	} while (0)
 #define log_debug(...) log_at(LOG_LVL_DEBUG, __VA_ARGS__)

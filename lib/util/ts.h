@@ -6,8 +6,8 @@
 
 #define TS_RFC3339_LEN 25 /* "2026-11-23T10:55:00.123Z" + NUL */
 
-int64_t ts_now_ms(void);   /* wall clock */
-int64_t ts_mono_ms(void);  /* monotonic, for intervals */
+int64_t ts_now_ms(void);  /* wall clock */
+int64_t ts_mono_ms(void); /* monotonic, for intervals */
 int64_t ts_mono_us(void);
 /* Format ms since epoch as "2026-11-23T10:55:00.123Z". */
 void ts_format(int64_t ms, char out[TS_RFC3339_LEN]);

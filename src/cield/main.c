@@ -28,20 +28,20 @@ struct opt {
 	enum opt_type type;
 	const char *def;
 	const char *help;
-	const char *val;  /* resolved */
+	const char *val; /* resolved */
 };
 
 static struct opt opts[] = {
-	{ "data", "CIEL_DATA", OPT_STR, NULL, "region state directory (required)", NULL },
-	{ "listen", "CIEL_LISTEN", OPT_STR, "127.0.0.1:7443", "address to serve on", NULL },
-	{ "zones", "CIEL_ZONES", OPT_INT, "3", "init: number of availability zones", NULL },
-	{ "region", "CIEL_REGION", OPT_STR, "local", "init: region name", NULL },
-	{ "insecure-http", "CIEL_INSECURE_HTTP", OPT_BOOL, "0",
-	  "plain HTTP instead of HTTPS (loopback only)", NULL },
-	{ "node-timeout-s", "CIEL_NODE_TIMEOUT_S", OPT_INT, "15",
-	  "serve: seconds without heartbeat before a node is NotReady", NULL },
-	{ "log-level", "CIEL_LOG_LEVEL", OPT_STR, "info", "debug, info, warn or error", NULL },
-	{ 0 },
+    {"data", "CIEL_DATA", OPT_STR, NULL, "region state directory (required)", NULL},
+    {"listen", "CIEL_LISTEN", OPT_STR, "127.0.0.1:7443", "address to serve on", NULL},
+    {"zones", "CIEL_ZONES", OPT_INT, "3", "init: number of availability zones", NULL},
+    {"region", "CIEL_REGION", OPT_STR, "local", "init: region name", NULL},
+    {"insecure-http", "CIEL_INSECURE_HTTP", OPT_BOOL, "0",
+     "plain HTTP instead of HTTPS (loopback only)", NULL},
+    {"node-timeout-s", "CIEL_NODE_TIMEOUT_S", OPT_INT, "15",
+     "serve: seconds without heartbeat before a node is NotReady", NULL},
+    {"log-level", "CIEL_LOG_LEVEL", OPT_STR, "info", "debug, info, warn or error", NULL},
+    {0},
 };
 
 static const char *opt(const char *name)
@@ -59,13 +59,15 @@ static long opt_int(const char *name)
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: cield init|serve [options]\n\n"
-		   "  init    create a region's state in --data (keys, CA, store, zones, operator)\n"
-		   "  serve   run the control-plane API\n\noptions (flag, environment, default):\n");
+	fprintf(f,
+		"usage: cield init|serve [options]\n\n"
+		"  init    create a region's state in --data (keys, CA, store, zones, operator)\n"
+		"  serve   run the control-plane API\n\noptions (flag, environment, default):\n");
 	for (struct opt *o = opts; o->name; o++)
 		fprintf(f, "  --%-16s %-20s %-16s %s\n", o->name, o->env, o->def ? o->def : "",
 			o->help);
-	fprintf(f, "\nexample: cield init --data /var/lib/ciel && cield serve --data /var/lib/ciel\n");
+	fprintf(f,
+		"\nexample: cield init --data /var/lib/ciel && cield serve --data /var/lib/ciel\n");
 }
 
 static int parse_opts(int argc, char **argv)
@@ -110,7 +112,7 @@ static int parse_opts(int argc, char **argv)
 			}
 		}
 		continue;
-bad:
+	bad:
 		fprintf(stderr, "cield: unknown or incomplete option '%s' (see cield --help)\n", a);
 		return -1;
 	}
@@ -128,12 +130,12 @@ bad:
 
 static int cmd_init(void)
 {
-	struct region_init_opts o = { .data_dir = opt("data"),
-				      .name = opt("region"),
-				      .zones = (int)opt_int("zones"),
-				      .listen = opt("listen"),
-				      .insecure_http = strcmp(opt("insecure-http"), "0") != 0 };
-	struct ciel_err err = { 0 };
+	struct region_init_opts o = {.data_dir = opt("data"),
+				     .name = opt("region"),
+				     .zones = (int)opt_int("zones"),
+				     .listen = opt("listen"),
+				     .insecure_http = strcmp(opt("insecure-http"), "0") != 0};
+	struct ciel_err err = {0};
 	int r = region_init(&o, &err);
 
 	if (r < 0) {
@@ -159,13 +161,13 @@ static void on_signal(int sig)
 
 static int cmd_serve(void)
 {
-	struct api_config cfg = { .node_timeout_s = (int)opt_int("node-timeout-s"),
-				  .insecure_http = strcmp(opt("insecure-http"), "0") != 0 };
-	struct http_opts ho = { .listen = opt("listen"), .insecure = cfg.insecure_http };
-	struct ciel_err err = { 0 };
+	struct api_config cfg = {.node_timeout_s = (int)opt_int("node-timeout-s"),
+				 .insecure_http = strcmp(opt("insecure-http"), "0") != 0};
+	struct http_opts ho = {.listen = opt("listen"), .insecure = cfg.insecure_http};
+	struct ciel_err err = {0};
 	struct http_server *srv = NULL;
 	char path[4096], *cert = NULL, *key = NULL, name[64] = "local";
-	struct sigaction sa = { .sa_handler = on_signal };
+	struct sigaction sa = {.sa_handler = on_signal};
 	size_t len;
 	struct api a;
 	json_t *meta;
@@ -205,7 +207,7 @@ static int cmd_serve(void)
 	log_info("listening url=%s://%s region=%s ready_ms=%lld", ho.insecure ? "http" : "https",
 		 ho.listen, name, (long long)(ts_mono_ms() - t0));
 	while (!stopping) {
-		struct timespec ts = { 0, 200 * 1000 * 1000 };
+		struct timespec ts = {0, 200 * 1000 * 1000};
 		static int ticks;
 
 		nanosleep(&ts, NULL);

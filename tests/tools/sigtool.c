@@ -15,14 +15,15 @@
 int main(int argc, char **argv)
 {
 	char date[17], sha[65], auth[512];
-	struct ciel_err err = { 0 };
+	struct ciel_err err = {0};
 	char *body = NULL;
 	size_t len = 0;
 	long off = 0;
 
 	if (argc < 9) {
-		fprintf(stderr, "usage: sigtool KEY_ID SECRET SCOPE METHOD PATH QUERY HOST BODY_FILE "
-				"[DATE_OFFSET_S]\n");
+		fprintf(stderr,
+			"usage: sigtool KEY_ID SECRET SCOPE METHOD PATH QUERY HOST BODY_FILE "
+			"[DATE_OFFSET_S]\n");
 		return 2;
 	}
 	if (argc > 9)
@@ -31,9 +32,9 @@ int main(int argc, char **argv)
 		fprintf(stderr, "sigtool: %s\n", err.msg);
 		return 1;
 	}
-	if (sign_client(argv[4], argv[5], argv[6], argv[7], body ? body : "", len, argv[1],
-			argv[3], argv[2], strlen(argv[2]), time(NULL) + off, date, sha, auth,
-			sizeof(auth), &err) < 0) {
+	if (sign_client(argv[4], argv[5], argv[6], argv[7], body ? body : "", len, argv[1], argv[3],
+			argv[2], strlen(argv[2]), time(NULL) + off, date, sha, auth, sizeof(auth),
+			&err) < 0) {
 		fprintf(stderr, "sigtool: %s\n", err.msg);
 		return 1;
 	}

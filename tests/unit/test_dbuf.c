@@ -204,7 +204,7 @@ static void test_nomem(void **st)
 
 	/* growth fails: the content is untouched */
 	{
-		char big[1024] = { 0 };
+		char big[1024] = {0};
 
 		fail_alloc = 1;
 		assert_int_equal(dbuf_add(&b, big, sizeof(big)), -1);
@@ -247,7 +247,7 @@ static void test_detach_release(void **st)
 	assert_int_equal(b.cap, 0);
 	assert_int_equal(b.max, 100);
 	{
-		char over[101] = { 0 };
+		char over[101] = {0};
 
 		assert_int_equal(dbuf_add(&b, over, sizeof(over)), -1);
 		assert_true(b.toobig);
@@ -295,14 +295,14 @@ static void test_zero_length(void **st)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_growth),
-		cmocka_unit_test(test_exact_max),
-		cmocka_unit_test(test_max_plus_one_sticky),
-		cmocka_unit_test(test_printf),
-		cmocka_unit_test(test_printf_max),
-		cmocka_unit_test(test_nomem),
-		cmocka_unit_test(test_detach_release),
-		cmocka_unit_test(test_zero_length),
+	    cmocka_unit_test(test_growth),
+	    cmocka_unit_test(test_exact_max),
+	    cmocka_unit_test(test_max_plus_one_sticky),
+	    cmocka_unit_test(test_printf),
+	    cmocka_unit_test(test_printf_max),
+	    cmocka_unit_test(test_nomem),
+	    cmocka_unit_test(test_detach_release),
+	    cmocka_unit_test(test_zero_length),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

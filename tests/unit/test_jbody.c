@@ -8,15 +8,15 @@
 #include "util/jbody.h"
 
 static const struct jbody_field cap[] = {
-	{ .name = "cpu_millis", .type = JB_INT, .min = 0, .max = 1000000 },
-	{ .name = "memory_bytes", .type = JB_SIZE },
-	{ 0 },
+    {.name = "cpu_millis", .type = JB_INT, .min = 0, .max = 1000000},
+    {.name = "memory_bytes", .type = JB_SIZE},
+    {0},
 };
 static const struct jbody_field fields[] = {
-	{ .name = "name", .type = JB_STRING, .required = 1, .max_len = 8 },
-	{ .name = "enabled", .type = JB_BOOL },
-	{ .name = "capacity", .type = JB_OBJECT, .fields = cap },
-	{ 0 },
+    {.name = "name", .type = JB_STRING, .required = 1, .max_len = 8},
+    {.name = "enabled", .type = JB_BOOL},
+    {.name = "capacity", .type = JB_OBJECT, .fields = cap},
+    {0},
 };
 
 static int parse(const char *s, struct ciel_err *err)
@@ -30,7 +30,7 @@ static int parse(const char *s, struct ciel_err *err)
 
 static void test_ok(void **st)
 {
-	struct ciel_err err = { 0 };
+	struct ciel_err err = {0};
 	const char *s = "{\"name\":\"acme\",\"capacity\":{\"memory_bytes\":\"64M\"}}";
 	json_t *o;
 
@@ -44,7 +44,7 @@ static void test_ok(void **st)
 
 static void test_errors_name_the_field(void **st)
 {
-	struct ciel_err err = { 0 };
+	struct ciel_err err = {0};
 
 	(void)st;
 	assert_int_equal(parse("{\"name\":", &err), -1);
@@ -92,7 +92,7 @@ static void test_sizes(void **st)
 
 static void test_too_big(void **st)
 {
-	struct ciel_err err = { 0 };
+	struct ciel_err err = {0};
 	json_t *o;
 
 	(void)st;
@@ -103,10 +103,10 @@ static void test_too_big(void **st)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_ok),
-		cmocka_unit_test(test_errors_name_the_field),
-		cmocka_unit_test(test_sizes),
-		cmocka_unit_test(test_too_big),
+	    cmocka_unit_test(test_ok),
+	    cmocka_unit_test(test_errors_name_the_field),
+	    cmocka_unit_test(test_sizes),
+	    cmocka_unit_test(test_too_big),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

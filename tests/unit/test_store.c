@@ -40,7 +40,7 @@ static void url_of(char *buf, size_t n, const char *name)
 
 static struct store *open_named(const char *name)
 {
-	struct ciel_err err = { 0 };
+	struct ciel_err err = {0};
 	struct store *s = NULL;
 	char url[256];
 
@@ -52,7 +52,7 @@ static struct store *open_named(const char *name)
 
 static int64_t rev_of(struct store *s)
 {
-	struct ciel_err err = { 0 };
+	struct ciel_err err = {0};
 	int64_t rev = -1;
 
 	assert_int_equal(store_rev(s, &rev, &err), 0);
@@ -63,7 +63,7 @@ static int64_t rev_of(struct store *s)
 static int put_c(struct store *s, const char *key, const char *value, int64_t expect,
 		 struct store_txn_result *res, struct ciel_err *err)
 {
-	struct store_op op = { .kind = STORE_PUT, .key = key, .value = value, .expect_rev = expect };
+	struct store_op op = {.kind = STORE_PUT, .key = key, .value = value, .expect_rev = expect};
 
 	return store_txn(s, &op, 1, NULL, NULL, res, err);
 }
@@ -71,7 +71,7 @@ static int put_c(struct store *s, const char *key, const char *value, int64_t ex
 static int64_t put_ok(struct store *s, const char *key, const char *value)
 {
 	struct store_txn_result res;
-	struct ciel_err err = { 0 };
+	struct ciel_err err = {0};
 
 	if (put_c(s, key, value, STORE_ANY_REV, &res, &err) < 0)
 		fail_msg("put %s: %s", key, err.msg);
@@ -82,15 +82,15 @@ static int64_t put_ok(struct store *s, const char *key, const char *value)
 static int del_c(struct store *s, const char *key, int64_t expect, struct store_txn_result *res,
 		 struct ciel_err *err)
 {
-	struct store_op op = { .kind = STORE_DELETE, .key = key, .expect_rev = expect };
+	struct store_op op = {.kind = STORE_DELETE, .key = key, .expect_rev = expect};
 
 	return store_txn(s, &op, 1, NULL, NULL, res, err);
 }
 
 static void assert_value(struct store *s, const char *key, const char *want)
 {
-	struct store_kv kv = { 0 };
-	struct ciel_err err = { 0 };
+	struct store_kv kv = {0};
+	struct ciel_err err = {0};
 
 	if (store_get(s, key, &kv, &err) < 0)
 		fail_msg("get %s: %s", key, err.msg);
@@ -102,8 +102,8 @@ static void assert_value(struct store *s, const char *key, const char *want)
 
 static void assert_absent(struct store *s, const char *key)
 {
-	struct store_kv kv = { 0 };
-	struct ciel_err err = { 0 };
+	struct store_kv kv = {0};
+	struct ciel_err err = {0};
 
 	assert_int_equal(store_get(s, key, &kv, &err), -1);
 	assert_int_equal(err.code, CIEL_ENOTFOUND);
@@ -158,7 +158,7 @@ static void __attribute__((noreturn)) crash_child(const char *url, int fd, int r
 	if (store_open(&s, url, NULL) < 0)
 		_exit(2);
 	for (int t = 0; t < CRASH_THREADS; t++) {
-		args[t] = (struct crash_arg){ .s = s, .fd = fd, .round = round, .t = t };
+		args[t] = (struct crash_arg){.s = s, .fd = fd, .round = round, .t = t};
 		if (pthread_create(&th[t], NULL, crash_writer, &args[t]) != 0)
 			_exit(5);
 	}
@@ -199,7 +199,7 @@ static void acks_take_lines(struct acks *a)
 static void acks_read(struct acks *a, int fd, int64_t until_ms)
 {
 	for (;;) {
-		struct pollfd pfd = { .fd = fd, .events = POLLIN };
+		struct pollfd pfd = {.fd = fd, .events = POLLIN};
 		int64_t left = until_ms < 0 ? 1000 : until_ms - ts_mono_ms();
 		ssize_t r;
 
@@ -230,7 +230,7 @@ static void test_crash_kill9(void **state)
 		struct acks *a = calloc(1, sizeof(*a));
 		int run_ms = 50 + rand() % 251, fds[2], status;
 		struct store *s;
-		struct ciel_err err = { 0 };
+		struct ciel_err err = {0};
 		int64_t rev;
 		pid_t pid;
 
@@ -266,8 +266,9 @@ static void test_crash_kill9(void **state)
 		assert_true(rev >= total_acked);
 		assert_true(rev >= last_rev);
 		last_rev = rev;
-		print_message("crash round %d (seed %u): %d ms, %zu acked puts survived, rev %lld\n",
-			      round, seed, run_ms, a->n, (long long)rev);
+		print_message(
+		    "crash round %d (seed %u): %d ms, %zu acked puts survived, rev %lld\n", round,
+		    seed, run_ms, a->n, (long long)rev);
 		store_close(s);
 		free(a->keys);
 		free(a);
@@ -282,8 +283,8 @@ static void test_put_get_delete(void **state)
 {
 	struct store *s = open_named("basic");
 	struct store_txn_result res;
-	struct store_kv kv = { 0 };
-	struct ciel_err err = { 0 };
+	struct store_kv kv = {0};
+	struct ciel_err err = {0};
 	int64_t r1, r2;
 
 	(void)state;
@@ -336,7 +337,7 @@ static void test_conditions(void **state)
 {
 	struct store *s = open_named("cond");
 	struct store_txn_result res;
-	struct ciel_err err = { 0 };
+	struct ciel_err err = {0};
 	int64_t r;
 
 	(void)state;
@@ -388,8 +389,8 @@ static void test_multi_op_atomic(void **state)
 {
 	struct store *s = open_named("multi");
 	struct store_txn_result res;
-	struct ciel_err err = { 0 };
-	struct store_kv kv = { 0 };
+	struct ciel_err err = {0};
+	struct store_kv kv = {0};
 	int64_t r0, rb;
 
 	(void)state;
@@ -398,9 +399,9 @@ static void test_multi_op_atomic(void **state)
 	{
 		/* third op's condition fails: the first two must not be applied */
 		struct store_op ops[] = {
-			{ STORE_PUT, "/a", "1", STORE_ABSENT },
-			{ STORE_DELETE, "/b", NULL, STORE_ANY_REV },
-			{ STORE_PUT, "/c", "1", 12345 },
+		    {STORE_PUT, "/a", "1", STORE_ABSENT},
+		    {STORE_DELETE, "/b", NULL, STORE_ANY_REV},
+		    {STORE_PUT, "/c", "1", 12345},
 		};
 
 		assert_int_equal(store_txn(s, ops, 3, NULL, NULL, &res, &err), 0);
@@ -415,10 +416,10 @@ static void test_multi_op_atomic(void **state)
 	{
 		/* all hold: one revision for the whole transaction */
 		struct store_op ops[] = {
-			{ STORE_PUT, "/a", "1", STORE_ABSENT },
-			{ STORE_DELETE, "/b", NULL, rb },
-			{ STORE_PUT, "/c", "1", STORE_ANY_REV },
-			{ STORE_PUT, "/c", "2", STORE_ANY_REV }, /* later op on the same key wins */
+		    {STORE_PUT, "/a", "1", STORE_ABSENT},
+		    {STORE_DELETE, "/b", NULL, rb},
+		    {STORE_PUT, "/c", "1", STORE_ANY_REV},
+		    {STORE_PUT, "/c", "2", STORE_ANY_REV}, /* later op on the same key wins */
 		};
 
 		assert_int_equal(store_txn(s, ops, 4, NULL, NULL, &res, &err), 0);
@@ -438,10 +439,10 @@ static void test_multi_op_atomic(void **state)
 
 static void test_list(void **state)
 {
-	static const char *const keys[] = { "/l/a", "/l/b", "/l/b/x", "/l/c", "/l/d", "/l0", "/m/a" };
+	static const char *const keys[] = {"/l/a", "/l/b", "/l/b/x", "/l/c", "/l/d", "/l0", "/m/a"};
 	struct store *s = open_named("list");
-	struct store_list l = { 0 };
-	struct ciel_err err = { 0 };
+	struct store_list l = {0};
+	struct ciel_err err = {0};
 
 	(void)state;
 	/* insert out of order: the list must come back in key order */
@@ -507,8 +508,8 @@ static void test_revisions_persist(void **state)
 {
 	struct store *s = open_named("persist");
 	struct store_txn_result res;
-	struct ciel_err err = { 0 };
-	struct store_kv kv = { 0 };
+	struct ciel_err err = {0};
+	struct store_kv kv = {0};
 	int64_t last = 0;
 
 	(void)state;
@@ -565,8 +566,8 @@ struct seq_hook {
 static int seq_hook_fn(void *arg, struct store_wtx *tx, int conds_ok, struct ciel_err *err)
 {
 	struct seq_hook *h = arg;
-	struct store_kv kv = { 0 };
-	struct ciel_err gerr = { 0 };
+	struct store_kv kv = {0};
+	struct ciel_err gerr = {0};
 	long n = 0;
 	char buf[64], key[64];
 	int fail;
@@ -605,7 +606,7 @@ static int seq_hook_fn(void *arg, struct store_wtx *tx, int conds_ok, struct cie
 static int hook_reenter(void *arg, struct store_wtx *tx, int conds_ok, struct ciel_err *err)
 {
 	struct store_txn_result res;
-	struct ciel_err e = { 0 };
+	struct ciel_err e = {0};
 
 	(void)tx;
 	(void)conds_ok;
@@ -618,9 +619,9 @@ static int hook_reenter(void *arg, struct store_wtx *tx, int conds_ok, struct ci
 static void test_hook_basics(void **state)
 {
 	struct store *s = open_named("hook");
-	struct seq_hook h = { .mu = PTHREAD_MUTEX_INITIALIZER };
+	struct seq_hook h = {.mu = PTHREAD_MUTEX_INITIALIZER};
 	struct store_txn_result res;
-	struct ciel_err err = { 0 };
+	struct ciel_err err = {0};
 	int64_t r0;
 
 	(void)state;
@@ -629,7 +630,7 @@ static void test_hook_basics(void **state)
 
 	/* conditions fail: the ops are skipped, the hook still writes and commits */
 	{
-		struct store_op op = { STORE_PUT, "/x", "2", 999 };
+		struct store_op op = {STORE_PUT, "/x", "2", 999};
 
 		assert_int_equal(store_txn(s, &op, 1, seq_hook_fn, &h, &res, &err), 0);
 	}
@@ -645,8 +646,8 @@ static void test_hook_basics(void **state)
 
 	/* conditions hold: ops and hook writes share one revision */
 	{
-		struct store_op op = { STORE_PUT, "/x", "3", STORE_ANY_REV };
-		struct store_kv kv = { 0 };
+		struct store_op op = {STORE_PUT, "/x", "3", STORE_ANY_REV};
+		struct store_kv kv = {0};
 
 		assert_int_equal(store_txn(s, &op, 1, seq_hook_fn, &h, &res, &err), 0);
 		assert_int_equal(res.conds_ok, 1);
@@ -666,7 +667,7 @@ static void test_hook_basics(void **state)
 	/* hook failure: nothing of the txn (ops nor hook writes) commits, its error comes back */
 	h.fail_every = 1;
 	{
-		struct store_op op = { STORE_PUT, "/y", "1", STORE_ANY_REV };
+		struct store_op op = {STORE_PUT, "/y", "1", STORE_ANY_REV};
 
 		memset(&res, 0x55, sizeof(res));
 		assert_int_equal(store_txn(s, &op, 1, seq_hook_fn, &h, &res, &err), -1);
@@ -719,7 +720,7 @@ static int gate_hook(void *arg, struct store_wtx *tx, int conds_ok, struct ciel_
 static void *gate_writer(void *p)
 {
 	struct gate *g = p;
-	struct store_op op = { STORE_PUT, "/iso/x", "1", STORE_ANY_REV };
+	struct store_op op = {STORE_PUT, "/iso/x", "1", STORE_ANY_REV};
 	struct store_txn_result res;
 
 	g->rc = store_txn(g->s, &op, 1, gate_hook, g, &res, NULL);
@@ -728,9 +729,9 @@ static void *gate_writer(void *p)
 
 static void test_reads_beside_writer(void **state)
 {
-	struct gate g = { .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER };
-	struct store_list l = { 0 };
-	struct ciel_err err = { 0 };
+	struct gate g = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+	struct store_list l = {0};
+	struct ciel_err err = {0};
 	pthread_t th;
 	int64_t r0;
 
@@ -771,8 +772,8 @@ struct worker {
 	struct seq_hook *hook;
 	int id, count;
 	_Atomic int *errors;
-	int64_t *revs;  /* count result revisions, or NULL */
-	int *ok;        /* per txn: 1 if it committed, or NULL */
+	int64_t *revs; /* count result revisions, or NULL */
+	int *ok;       /* per txn: 1 if it committed, or NULL */
 	int retries;
 };
 
@@ -782,7 +783,7 @@ static void *cas_worker(void *p)
 
 	for (int i = 0; i < w->count; i++) {
 		for (;;) {
-			struct store_kv kv = { 0 };
+			struct store_kv kv = {0};
 			struct store_txn_result res;
 			struct ciel_err err;
 			char buf[32];
@@ -824,7 +825,7 @@ static void test_cas_counter(void **state)
 		assert_int_equal(put_c(s, "/counter", "{\"n\":0}", STORE_ABSENT, &res, NULL), 0);
 	}
 	for (int t = 0; t < THREADS; t++) {
-		w[t] = (struct worker){ .s = s, .id = t, .count = PER, .errors = &errors };
+		w[t] = (struct worker){.s = s, .id = t, .count = PER, .errors = &errors};
 		assert_int_equal(pthread_create(&th[t], NULL, cas_worker, &w[t]), 0);
 	}
 	for (int t = 0; t < THREADS; t++) {
@@ -844,7 +845,7 @@ static void *put_worker(void *p)
 	struct worker *w = p;
 
 	for (int i = 0; i < w->count; i++) {
-		struct store_op op = { STORE_PUT, NULL, "{\"v\":true}", STORE_ABSENT };
+		struct store_op op = {STORE_PUT, NULL, "{\"v\":true}", STORE_ABSENT};
 		struct store_txn_result res;
 		struct ciel_err err;
 		char key[64];
@@ -882,8 +883,8 @@ static void test_group_commit(void **state)
 	struct worker w[THREADS];
 	pthread_t th[THREADS];
 	struct store_stats st0, st1;
-	struct store_list l = { 0 };
-	struct ciel_err err = { 0 };
+	struct store_list l = {0};
+	struct ciel_err err = {0};
 	_Atomic int errors = 0;
 	int64_t *revs = calloc(N, sizeof(*revs)), r0, t0, t1;
 
@@ -894,8 +895,8 @@ static void test_group_commit(void **state)
 	store_stats(s, &st0);
 	t0 = ts_mono_us();
 	for (int t = 0; t < THREADS; t++) {
-		w[t] = (struct worker){ .s = s, .id = t, .count = PER, .errors = &errors,
-					.revs = revs + t * PER };
+		w[t] = (struct worker){
+		    .s = s, .id = t, .count = PER, .errors = &errors, .revs = revs + t * PER};
 		assert_int_equal(pthread_create(&th[t], NULL, put_worker, &w[t]), 0);
 	}
 	for (int t = 0; t < THREADS; t++)
@@ -934,8 +935,8 @@ static void test_hook_order_concurrent(void **state)
 	pthread_t th[THREADS];
 	_Atomic int errors = 0;
 	int *ok = calloc(N, sizeof(*ok)), committed = 0;
-	struct store_list l = { 0 };
-	struct ciel_err err = { 0 };
+	struct store_list l = {0};
+	struct ciel_err err = {0};
 
 	(void)state;
 	assert_non_null(h);
@@ -943,8 +944,12 @@ static void test_hook_order_concurrent(void **state)
 	pthread_mutex_init(&h->mu, NULL);
 	h->fail_every = 5;
 	for (int t = 0; t < THREADS; t++) {
-		w[t] = (struct worker){ .s = s, .id = t, .count = PER, .errors = &errors,
-					.hook = h, .ok = ok + t * PER };
+		w[t] = (struct worker){.s = s,
+				       .id = t,
+				       .count = PER,
+				       .errors = &errors,
+				       .hook = h,
+				       .ok = ok + t * PER};
 		assert_int_equal(pthread_create(&th[t], NULL, put_worker, &w[t]), 0);
 	}
 	for (int t = 0; t < THREADS; t++)
@@ -1004,7 +1009,7 @@ struct later {
 
 static void sleep_ms(int ms)
 {
-	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
+	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
 
 	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
 		;
@@ -1015,7 +1020,7 @@ static void *later_puts(void *p)
 	struct later *l = p;
 
 	for (int i = 0; i < 4 && l->keys[i]; i++) {
-		struct store_op op = { STORE_PUT, l->keys[i], "\"late\"", STORE_ANY_REV };
+		struct store_op op = {STORE_PUT, l->keys[i], "\"late\"", STORE_ANY_REV};
 		struct store_txn_result res;
 
 		sleep_ms(l->delay_ms);
@@ -1027,9 +1032,9 @@ static void *later_puts(void *p)
 static void test_watch(void **state)
 {
 	struct store *s = open_named("watch");
-	struct store_events e = { 0 };
+	struct store_events e = {0};
 	struct store_txn_result res;
-	struct ciel_err err = { 0 };
+	struct ciel_err err = {0};
 	int64_t r0, t0, el;
 	pthread_t th;
 
@@ -1054,7 +1059,7 @@ static void test_watch(void **state)
 
 	/* a change 100 ms later wakes the watcher long before its timeout */
 	{
-		struct later l = { .s = s, .delay_ms = 100, .keys = { "/w/b" } };
+		struct later l = {.s = s, .delay_ms = 100, .keys = {"/w/b"}};
 
 		assert_int_equal(pthread_create(&th, NULL, later_puts, &l), 0);
 		t0 = ts_mono_ms();
@@ -1074,7 +1079,7 @@ static void test_watch(void **state)
 
 	/* prefix filter: a change elsewhere does not end the wait, the later one here does */
 	{
-		struct later l = { .s = s, .delay_ms = 60, .keys = { "/other/x", "/w/c" } };
+		struct later l = {.s = s, .delay_ms = 60, .keys = {"/other/x", "/w/c"}};
 
 		assert_int_equal(pthread_create(&th, NULL, later_puts, &l), 0);
 		assert_int_equal(store_watch(s, "/w/", r0, 10000, &e, &err), 0);
@@ -1127,9 +1132,9 @@ static void test_watch(void **state)
 static void test_watch_behind(void **state)
 {
 	struct store *s = open_named("behind");
-	struct store_events e = { 0 };
+	struct store_events e = {0};
 	struct store_stats st;
-	struct ciel_err err = { 0 };
+	struct ciel_err err = {0};
 	int64_t rev;
 
 	(void)state;
@@ -1168,7 +1173,7 @@ static void test_watch_behind(void **state)
 static int hook_bad_put(void *arg, struct store_wtx *tx, int conds_ok, struct ciel_err *err)
 {
 	int *code = arg;
-	struct ciel_err e = { 0 };
+	struct ciel_err e = {0};
 
 	(void)conds_ok;
 	(void)err;
@@ -1181,17 +1186,17 @@ static int hook_bad_put(void *arg, struct store_wtx *tx, int conds_ok, struct ci
 static void test_bad_input(void **state)
 {
 	static const char *const bad_keys[] = {
-		"", "no-slash", "/bad\xff", "/over\xc0\xaf", "/cut\xe2\x82", NULL,
+	    "", "no-slash", "/bad\xff", "/over\xc0\xaf", "/cut\xe2\x82", NULL,
 	};
 	static const char *const bad_values[] = {
-		"\xc3\x28", "\xc0\xaf", "\xed\xa0\x80", "\xf4\x90\x80\x80", "ok\xe2\x82", "\x80",
+	    "\xc3\x28", "\xc0\xaf", "\xed\xa0\x80", "\xf4\x90\x80\x80", "ok\xe2\x82", "\x80",
 	};
 	struct store *s = open_named("bad");
 	struct store_txn_result res;
-	struct ciel_err err = { 0 };
-	struct store_kv kv = { 0 };
-	struct store_list l = { 0 };
-	struct store_events e = { 0 };
+	struct ciel_err err = {0};
+	struct store_kv kv = {0};
+	struct store_list l = {0};
+	struct store_events e = {0};
 	char *long_key = malloc(STORE_KEY_MAX + 2);
 	char *big = malloc((size_t)STORE_VALUE_MAX + 2);
 	int64_t r0;
@@ -1256,8 +1261,8 @@ static void test_bad_input(void **state)
 	/* one bad op refuses the whole txn: the good op before it is not written */
 	{
 		struct store_op ops[] = {
-			{ STORE_PUT, "/good", "1", STORE_ANY_REV },
-			{ STORE_PUT, "/bad", "\xff", STORE_ANY_REV },
+		    {STORE_PUT, "/good", "1", STORE_ANY_REV},
+		    {STORE_PUT, "/bad", "\xff", STORE_ANY_REV},
 		};
 
 		assert_int_equal(store_txn(s, ops, 2, NULL, NULL, &res, &err), -1);
@@ -1266,9 +1271,9 @@ static void test_bad_input(void **state)
 	}
 	{
 		struct store_op ops[] = {
-			{ STORE_PUT, "/good", "1", STORE_ANY_REV },
-			{ 7, "/x", "1", STORE_ANY_REV },
-			{ STORE_PUT, "/x", "1", -2 },
+		    {STORE_PUT, "/good", "1", STORE_ANY_REV},
+		    {7, "/x", "1", STORE_ANY_REV},
+		    {STORE_PUT, "/x", "1", -2},
 		};
 
 		assert_int_equal(store_txn(s, ops, 2, NULL, NULL, &res, &err), -1);
@@ -1413,9 +1418,9 @@ static int f_unfetch(sqlite3_file *f, sqlite3_int64 o, void *p)
 }
 
 static const sqlite3_io_methods faulty_io = {
-	3,	  f_close,   f_read,	    f_write,	 f_truncate,	f_sync,	     f_size,
-	f_lock,	  f_unlock,  f_reserved,    f_fcntl,	 f_sector,	f_devchar,   f_shm_map,
-	f_shm_lock, f_shm_barrier, f_shm_unmap, f_fetch, f_unfetch,
+    3,		f_close,       f_read,	    f_write, f_truncate, f_sync,    f_size,
+    f_lock,	f_unlock,      f_reserved,  f_fcntl, f_sector,	 f_devchar, f_shm_map,
+    f_shm_lock, f_shm_barrier, f_shm_unmap, f_fetch, f_unfetch,
 };
 
 static int f_open(sqlite3_vfs *vfs, sqlite3_filename name, sqlite3_file *file, int flags,
@@ -1435,8 +1440,8 @@ static void test_fail_stop(void **state)
 {
 	struct store *s;
 	struct store_txn_result res;
-	struct ciel_err err = { 0 };
-	struct store_list l = { 0 };
+	struct ciel_err err = {0};
+	struct store_list l = {0};
 	int64_t r0;
 
 	(void)state;
@@ -1509,23 +1514,23 @@ static int remove_dir(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		/* forks: must run while this process has no thread */
-		cmocka_unit_test(test_crash_kill9),
-		cmocka_unit_test(test_put_get_delete),
-		cmocka_unit_test(test_conditions),
-		cmocka_unit_test(test_multi_op_atomic),
-		cmocka_unit_test(test_list),
-		cmocka_unit_test(test_revisions_persist),
-		cmocka_unit_test(test_hook_basics),
-		cmocka_unit_test(test_reads_beside_writer),
-		cmocka_unit_test(test_cas_counter),
-		cmocka_unit_test(test_group_commit),
-		cmocka_unit_test(test_hook_order_concurrent),
-		cmocka_unit_test(test_watch),
-		cmocka_unit_test(test_watch_behind),
-		cmocka_unit_test(test_bad_input),
-		/* swaps SQLite's default VFS: last */
-		cmocka_unit_test(test_fail_stop),
+	    /* forks: must run while this process has no thread */
+	    cmocka_unit_test(test_crash_kill9),
+	    cmocka_unit_test(test_put_get_delete),
+	    cmocka_unit_test(test_conditions),
+	    cmocka_unit_test(test_multi_op_atomic),
+	    cmocka_unit_test(test_list),
+	    cmocka_unit_test(test_revisions_persist),
+	    cmocka_unit_test(test_hook_basics),
+	    cmocka_unit_test(test_reads_beside_writer),
+	    cmocka_unit_test(test_cas_counter),
+	    cmocka_unit_test(test_group_commit),
+	    cmocka_unit_test(test_hook_order_concurrent),
+	    cmocka_unit_test(test_watch),
+	    cmocka_unit_test(test_watch_behind),
+	    cmocka_unit_test(test_bad_input),
+	    /* swaps SQLite's default VFS: last */
+	    cmocka_unit_test(test_fail_stop),
 	};
 
 	return cmocka_run_group_tests(tests, setup_dir, remove_dir);
