@@ -2,7 +2,7 @@
 # Install what ciel needs to build, test and run, on Debian 12. Idempotent:
 # does nothing when every package is already there.
 set -euo pipefail
-pkgs=(build-essential cmake ninja-build pkg-config clang llvm
+pkgs=(build-essential cmake ninja-build pkg-config clang libclang-rt-14-dev
       libmicrohttpd-dev libjansson-dev libsqlite3-dev libssl-dev libcurl4-openssl-dev
       libcmocka-dev sqlite3 curl openssl iproute2 procps jq clang-format git)
 missing=()
