@@ -96,6 +96,10 @@ void api_reply(struct api_resp *resp, int status, json_t *body)
 
 void api_resp_release(struct api_resp *resp)
 {
+	if (resp->stream_free && resp->stream_arg)
+		resp->stream_free(resp->stream_arg);
+	resp->stream = NULL;
+	resp->stream_arg = NULL;
 	json_decref(resp->json);
 	free(resp->raw);
 	resp->json = NULL;

@@ -103,9 +103,18 @@ struct api_resp {
 	json_t *json; /* owned: the body, or NULL */
 	char *raw;    /* owned: a non-JSON body (metrics, export) */
 	size_t raw_len;
-	const char *content_type; /* for raw */
-	char allow[64];		  /* for 405 */
-	struct ciel_err err;	  /* set when status >= 400 */
+	const char *content_type; /* for raw and stream */
+	/*
+	 * A body produced piece by piece while it is sent (audit export): stream
+	 * fills up to max bytes of buf and returns how many, 0 at the end, -1 to
+	 * abort the transfer. stream_free releases stream_arg once the response is
+	 * done with, sent or not; api_resp_release calls it if it never was sent.
+	 */
+	long (*stream)(void *arg, char *buf, size_t max);
+	void *stream_arg;
+	void (*stream_free)(void *arg);
+	char allow[64];	     /* for 405 */
+	struct ciel_err err; /* set when status >= 400 */
 };
 void api_resp_release(struct api_resp *resp);
 

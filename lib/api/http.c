@@ -82,6 +82,34 @@ static void source_of(struct MHD_Connection *c, char *out, size_t size)
 	snprintf(out, size, "%s:%d", ip, port);
 }
 
+/* A streamed body (api_resp.stream) as MHD's content reader wants it. */
+struct hstream {
+	long (*fn)(void *arg, char *buf, size_t max);
+	void *arg;
+	void (*free)(void *arg);
+};
+
+static ssize_t stream_cb(void *cls, uint64_t pos, char *buf, size_t max)
+{
+	struct hstream *hs = cls;
+	long n;
+
+	(void)pos;
+	n = hs->fn(hs->arg, buf, max);
+	if (n < 0)
+		return MHD_CONTENT_READER_END_WITH_ERROR;
+	return n == 0 ? MHD_CONTENT_READER_END_OF_STREAM : (ssize_t)n;
+}
+
+static void stream_free_cb(void *cls)
+{
+	struct hstream *hs = cls;
+
+	if (hs->free)
+		hs->free(hs->arg);
+	free(hs);
+}
+
 static enum MHD_Result respond(struct http_server *s, struct MHD_Connection *c, const char *method,
 			       struct hreq *h)
 {
@@ -109,7 +137,21 @@ static enum MHD_Result respond(struct http_server *s, struct MHD_Connection *c, 
 	source_of(c, r.source, sizeof(r.source));
 
 	api_handle(s->api, &r, &resp);
-	if (resp.raw) {
+	if (resp.stream) {
+		struct hstream *hs = malloc(sizeof(*hs));
+
+		mr = NULL;
+		if (hs) {
+			*hs = (struct hstream){resp.stream, resp.stream_arg, resp.stream_free};
+			/* MHD owns the cursor from here and frees it when the response goes */
+			mr = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 64 * 1024,
+							       stream_cb, hs, stream_free_cb);
+			if (mr)
+				resp.stream_arg = NULL;
+			else
+				free(hs);
+		}
+	} else if (resp.raw) {
 		mr = MHD_create_response_from_buffer(resp.raw_len, resp.raw, MHD_RESPMEM_MUST_FREE);
 		resp.raw = NULL;
 	} else {

@@ -114,30 +114,90 @@ static int h_audit_verify(struct api *a, struct api_req *r, struct api_resp *res
 	return 0;
 }
 
-/* Non-zero stops the scan; the failure stays in the dbuf for the handler. */
-static int append_line(void *arg, const char *json, size_t len)
+/*
+ * Export streams the chain a page at a time while it is sent, so a chain of
+ * millions of events never sits in memory whole. Events appended during the
+ * export are included up to the moment the cursor reaches them.
+ */
+#define EXPORT_PAGE 512
+
+struct export_cursor {
+	struct audit *audit;
+	char chain[API_NAME_MAX + 1];
+	int64_t after; /* seq of the last event read */
+	struct dbuf page;
+	size_t off; /* bytes of page already sent */
+	int done;
+};
+
+static int export_line(void *arg, const char *json, size_t len)
 {
-	return dbuf_add(arg, json, len) < 0 || dbuf_add(arg, "\n", 1) < 0;
+	struct export_cursor *c = arg;
+	json_t *ev = json_loadb(json, len, 0, NULL);
+
+	/* the next page starts after this seq; an event that does not parse ends it */
+	if (!ev)
+		return 1;
+	c->after = jbody_int(ev, "seq", c->after);
+	json_decref(ev);
+	if (dbuf_add(&c->page, json, len) < 0 || dbuf_add(&c->page, "\n", 1) < 0)
+		return 1;
+	return 0;
+}
+
+static long export_read(void *arg, char *buf, size_t max)
+{
+	struct export_cursor *c = arg;
+	size_t n;
+
+	if (c->off == c->page.len) {
+		struct audit_filter f = {.after_seq = c->after, .limit = EXPORT_PAGE};
+		int64_t before = c->after;
+
+		if (c->done)
+			return 0;
+		dbuf_reset(&c->page);
+		c->off = 0;
+		if (audit_scan(c->audit, c->chain, &f, export_line, c, NULL) < 0 || c->page.nomem)
+			return -1;
+		if (c->after == before || c->page.len == 0) {
+			c->done = 1;
+			return 0;
+		}
+	}
+	n = c->page.len - c->off;
+	if (n > max)
+		n = max;
+	memcpy(buf, c->page.buf + c->off, n);
+	c->off += n;
+	return (long)n;
+}
+
+static void export_free(void *arg)
+{
+	struct export_cursor *c = arg;
+
+	dbuf_release(&c->page);
+	free(c);
 }
 
 static int h_audit_export(struct api *a, struct api_req *r, struct api_resp *resp,
 			  struct ciel_err *err)
 {
-	struct audit_filter f = {0};
-	struct dbuf o;
+	struct export_cursor *c = calloc(1, sizeof(*c));
 
-	/* our own chain, not outside input: bounded by what was written, not by a cap */
-	dbuf_init(&o, DBUF_NO_MAX);
-	if (audit_scan(a->audit, chain_of(r), &f, append_line, &o, err) < 0 || o.nomem) {
-		int oom = o.nomem;
-
-		dbuf_release(&o);
-		return oom ? ciel_err_set(err, CIEL_ENOMEM, "out of memory") : -1;
-	}
-	resp->raw = dbuf_detach(&o, &resp->raw_len);
+	if (!c)
+		return ciel_err_set(err, CIEL_ENOMEM, "out of memory");
+	c->audit = a->audit;
+	snprintf(c->chain, sizeof(c->chain), "%s", chain_of(r));
+	/* one page of our own events: bounded by EXPORT_PAGE, not by outside input */
+	dbuf_init(&c->page, DBUF_NO_MAX);
+	resp->stream = export_read;
+	resp->stream_arg = c;
+	resp->stream_free = export_free;
 	resp->content_type = "application/x-ndjson";
 	resp->status = 200;
-	return resp->raw ? 0 : ciel_err_set(err, CIEL_ENOMEM, "out of memory");
+	return 0;
 }
 
 #define AUDIT_ROLES (ROLE_ADMIN | ROLE_READER | ROLE_OPERATOR)
