@@ -176,12 +176,20 @@ void api_close(struct api *a);
 
 /* Helpers for handlers: JSON of a stored document, or NULL. */
 json_t *api_load_json(struct api *a, const char *key, int64_t *mod_rev, struct ciel_err *err);
-/* Create an access key for (tenant, principal, role): the ops to commit are
- * appended to ops (2 of them; *n advanced), strings owned by the caller via
- * *cleanup (free each of the 4 entries); the answer JSON (with the secret)
- * goes to *out. */
+/* The strings behind the store ops of a new key; iam_key_ops_release frees them. */
+struct iam_key_ops {
+	char *s[6];
+};
+void iam_key_ops_release(struct iam_key_ops *k);
+
+/* Create an access key for (tenant, principal, role): appends its store ops to
+ * ops (IAM_KEY_OPS at most; *n advanced), whose strings live in *k until
+ * iam_key_ops_release. The answer JSON (with the secret, shown this once)
+ * goes to *out. A tenant key is indexed twice: under the tenant for listing,
+ * under its principal so deleting the principal touches only its own keys. */
+#define IAM_KEY_OPS 3
 int iam_new_key(struct api *a, const char *tenant, const char *principal, const char *role,
-		struct store_op *ops, size_t *n, char *cleanup[4], json_t **out,
+		struct store_op *ops, size_t *n, struct iam_key_ops *k, json_t **out,
 		struct ciel_err *err);
 
 #endif

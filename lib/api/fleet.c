@@ -265,8 +265,9 @@ static int h_node_join(struct api *a, struct api_req *r, struct api_resp *resp,
 	    {.name = "capacity", .type = JB_OBJECT, .fields = capacity_fields},
 	    {0},
 	};
-	char tkey[96], nkey[96], sha[65], now[TS_RFC3339_LEN], *nval = NULL, *keystr[4] = {0};
+	char tkey[96], nkey[96], sha[65], now[TS_RFC3339_LEN], *nval = NULL;
 	const char *token, *name, *zone, *dot;
+	struct iam_key_ops ko = {0};
 	struct store_op ops[4];
 	json_t *body, *tok = NULL, *key = NULL, *cap;
 	int64_t trev, expires;
@@ -302,7 +303,7 @@ static int h_node_join(struct api *a, struct api_req *r, struct api_resp *resp,
 	}
 	snprintf(r->who.tenant, sizeof(r->who.tenant), "region");
 	snprintf(r->who.principal, sizeof(r->who.principal), "%s", name);
-	if (iam_new_key(a, "region", name, "node", ops, &n, keystr, &key, err) < 0)
+	if (iam_new_key(a, "region", name, "node", ops, &n, &ko, &key, err) < 0)
 		goto out;
 	ts_format(ts_now_ms(), now);
 	cap = json_object_get(body, "capacity");
@@ -329,8 +330,7 @@ static int h_node_join(struct api *a, struct api_req *r, struct api_resp *resp,
 	ret = 0;
 out:
 	free(nval);
-	for (int i = 0; i < 4; i++)
-		free(keystr[i]);
+	iam_key_ops_release(&ko);
 	json_decref(key);
 	json_decref(tok);
 	json_decref(body);

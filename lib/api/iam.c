@@ -53,15 +53,24 @@ static int check_principal_name(const char *v, struct ciel_err *err)
 	return 0;
 }
 
+void iam_key_ops_release(struct iam_key_ops *k)
+{
+	for (size_t i = 0; i < sizeof(k->s) / sizeof(k->s[0]); i++) {
+		free(k->s[i]);
+		k->s[i] = NULL;
+	}
+}
+
 int iam_new_key(struct api *a, const char *tenant, const char *principal, const char *role,
-		struct store_op *ops, size_t *n, char *cleanup[4], json_t **out,
+		struct store_op *ops, size_t *n, struct iam_key_ops *k, json_t **out,
 		struct ciel_err *err)
 {
 	unsigned char raw[32];
 	char id[24], ts[TS_RFC3339_LEN], *secret = NULL, *sealed = NULL;
 	int region = strcmp(tenant, "region") == 0;
 
-	memset(cleanup, 0, 4 * sizeof(char *));
+	memset(k, 0, sizeof(*k));
+	*out = NULL;
 	if (enc_random_id("CK", 16, id, sizeof(id), err) < 0 ||
 	    enc_random(raw, sizeof(raw), err) < 0)
 		return -1;
@@ -69,26 +78,32 @@ int iam_new_key(struct api *a, const char *tenant, const char *principal, const 
 	explicit_bzero(raw, sizeof(raw));
 	if (!secret)
 		return ciel_err_set(err, CIEL_ENOMEM, "out of memory");
-	if (asprintf(&cleanup[0], "/keys/%s", id) < 0)
+	if (asprintf(&k->s[0], "/keys/%s", id) < 0)
 		goto oom;
-	sealed = seal_encrypt(a->master_key, secret, strlen(secret), cleanup[0], err);
+	sealed = seal_encrypt(a->master_key, secret, strlen(secret), k->s[0], err);
 	if (!sealed)
 		goto fail;
 	now_str(ts);
-	cleanup[1] = api_dump(json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "id", id, "tenant",
-					tenant, "principal", principal, "role", role, "secret",
-					sealed, "created", ts));
-	if (region ? asprintf(&cleanup[2], "/region/keys/%s", id) < 0
-		   : asprintf(&cleanup[2], "/tenants/%s/keys/%s", tenant, id) < 0)
+	k->s[1] = api_dump(json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "id", id, "tenant", tenant,
+				     "principal", principal, "role", role, "secret", sealed,
+				     "created", ts));
+	if (region ? asprintf(&k->s[2], "/region/keys/%s", id) < 0
+		   : asprintf(&k->s[2], "/tenants/%s/keys/%s", tenant, id) < 0)
 		goto oom;
-	cleanup[3] = api_dump(json_pack("{s:s, s:s, s:s, s:s}", "id", id, "principal", principal,
-					"role", role, "created", ts));
+	k->s[3] = api_dump(json_pack("{s:s, s:s, s:s, s:s}", "id", id, "principal", principal,
+				     "role", role, "created", ts));
+	if (!region &&
+	    (asprintf(&k->s[4], "/tenants/%s/principals/%s/keys/%s", tenant, principal, id) < 0 ||
+	     !(k->s[5] = strdup("{}"))))
+		goto oom;
 	*out = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "id", id, "secret", secret, "principal",
 			 principal, "role", role, "tenant", tenant, "created", ts);
-	if (!cleanup[1] || !cleanup[3] || !*out)
+	if (!k->s[1] || !k->s[3] || !*out)
 		goto oom;
-	ops[(*n)++] = (struct store_op){STORE_PUT, cleanup[0], cleanup[1], STORE_ABSENT};
-	ops[(*n)++] = (struct store_op){STORE_PUT, cleanup[2], cleanup[3], STORE_ABSENT};
+	ops[(*n)++] = (struct store_op){STORE_PUT, k->s[0], k->s[1], STORE_ABSENT};
+	ops[(*n)++] = (struct store_op){STORE_PUT, k->s[2], k->s[3], STORE_ABSENT};
+	if (!region)
+		ops[(*n)++] = (struct store_op){STORE_PUT, k->s[4], k->s[5], STORE_ABSENT};
 	explicit_bzero(secret, strlen(secret));
 	free(secret);
 	free(sealed);
@@ -100,17 +115,10 @@ fail:
 		explicit_bzero(secret, strlen(secret));
 	free(secret);
 	free(sealed);
-	for (int i = 0; i < 4; i++) {
-		free(cleanup[i]);
-		cleanup[i] = NULL;
-	}
+	json_decref(*out);
+	*out = NULL;
+	iam_key_ops_release(k);
 	return -1;
-}
-
-static void free4(char *c[4])
-{
-	for (int i = 0; i < 4; i++)
-		free(c[i]);
 }
 
 /* List a prefix into a JSON array of the stored documents. */
@@ -145,7 +153,8 @@ static int h_tenant_create(struct api *a, struct api_req *r, struct api_resp *re
 	    {0},
 	};
 	char *k_tenant = NULL, *k_admin = NULL, *k_quota = NULL, *v_tenant = NULL, *v_admin = NULL,
-	     *v_quota = NULL, *keystr[4] = {0}, ts[TS_RFC3339_LEN];
+	     *v_quota = NULL, ts[TS_RFC3339_LEN];
+	struct iam_key_ops ko = {0};
 	struct store_op ops[8];
 	struct store_txn_result res;
 	json_t *body, *key = NULL;
@@ -178,7 +187,7 @@ static int h_tenant_create(struct api *a, struct api_req *r, struct api_resp *re
 	ops[n++] = (struct store_op){STORE_PUT, k_tenant, v_tenant, STORE_ABSENT};
 	ops[n++] = (struct store_op){STORE_PUT, k_admin, v_admin, STORE_ABSENT};
 	ops[n++] = (struct store_op){STORE_PUT, k_quota, v_quota, STORE_ABSENT};
-	if (iam_new_key(a, name, "admin", "admin", ops, &n, keystr, &key, err) < 0)
+	if (iam_new_key(a, name, "admin", "admin", ops, &n, &ko, &key, err) < 0)
 		goto out;
 	if (api_commit(a, r, ops, n, 201, &res, err) < 0) {
 		if (err->code == CIEL_ECONFLICT)
@@ -199,7 +208,7 @@ out:
 	free(v_tenant);
 	free(v_admin);
 	free(v_quota);
-	free4(keystr);
+	iam_key_ops_release(&ko);
 	json_decref(key);
 	json_decref(body);
 	return ret;
@@ -314,8 +323,9 @@ static int h_key_create(struct api *a, struct api_req *r, struct api_resp *resp,
 	    {.name = "role", .type = JB_STRING, .max_len = 16},
 	    {0},
 	};
-	char pkey[160], *pval = NULL, *keystr[4] = {0}, ts[TS_RFC3339_LEN];
-	struct store_op ops[4];
+	char pkey[160], *pval = NULL, ts[TS_RFC3339_LEN];
+	struct iam_key_ops ko = {0};
+	struct store_op ops[1 + IAM_KEY_OPS];
 	json_t *body, *p = NULL, *key = NULL;
 	const char *principal, *role;
 	int64_t prev = STORE_ABSENT;
@@ -360,7 +370,7 @@ static int h_key_create(struct api *a, struct api_req *r, struct api_resp *resp,
 		ciel_err_set(err, CIEL_ENOMEM, "out of memory");
 		goto out;
 	}
-	if (iam_new_key(a, r->tenant, principal, role, ops, &n, keystr, &key, err) < 0)
+	if (iam_new_key(a, r->tenant, principal, role, ops, &n, &ko, &key, err) < 0)
 		goto out;
 	if (api_commit(a, r, ops, n, 201, NULL, err) < 0)
 		goto out;
@@ -369,7 +379,7 @@ static int h_key_create(struct api *a, struct api_req *r, struct api_resp *resp,
 	ret = 0;
 out:
 	free(pval);
-	free4(keystr);
+	iam_key_ops_release(&ko);
 	json_decref(key);
 	json_decref(p);
 	json_decref(body);
@@ -396,10 +406,10 @@ static int h_key_delete(struct api *a, struct api_req *r, struct api_resp *resp,
 			struct ciel_err *err)
 {
 	const char *id = r->params[0];
-	char key[96], idx[160];
+	char key[96], idx[160], pidx[240];
 	int64_t rev;
 	json_t *k;
-	struct store_op ops[2];
+	struct store_op ops[3];
 
 	snprintf(key, sizeof(key), "/keys/%.64s", id);
 	k = api_load_json(a, key, &rev, err);
@@ -407,11 +417,14 @@ static int h_key_delete(struct api *a, struct api_req *r, struct api_resp *resp,
 		json_decref(k);
 		return ciel_err_set(err, CIEL_ENOTFOUND, "key %s not found", id);
 	}
-	json_decref(k);
 	snprintf(idx, sizeof(idx), "/tenants/%s/keys/%.64s", r->tenant, id);
+	snprintf(pidx, sizeof(pidx), "/tenants/%s/principals/%.64s/keys/%.64s", r->tenant,
+		 jbody_str(k, "principal", ""), id);
+	json_decref(k);
 	ops[0] = (struct store_op){STORE_DELETE, key, NULL, rev};
 	ops[1] = (struct store_op){STORE_DELETE, idx, NULL, STORE_ANY_REV};
-	if (api_commit(a, r, ops, 2, 200, NULL, err) < 0)
+	ops[2] = (struct store_op){STORE_DELETE, pidx, NULL, STORE_ANY_REV};
+	if (api_commit(a, r, ops, 3, 200, NULL, err) < 0)
 		return -1;
 	api_reply(resp, 200, json_pack("{s:s}", "deleted", id));
 	return 0;
@@ -437,7 +450,7 @@ static int h_principal_delete(struct api *a, struct api_req *r, struct api_resp 
 	const char *name = r->params[0];
 	struct store_list keys = {0};
 	struct store_op *ops = NULL;
-	char pkey[160], prefix[128], **paths = NULL;
+	char pkey[160], prefix[200], **paths = NULL;
 	size_t n = 0, np = 0;
 	int64_t rev;
 	json_t *p;
@@ -451,27 +464,26 @@ static int h_principal_delete(struct api *a, struct api_req *r, struct api_resp 
 		return -1;
 	}
 	json_decref(p);
-	snprintf(prefix, sizeof(prefix), "/tenants/%s/keys/", r->tenant);
+	/* the principal's own key index: the cost is its keys, not the tenant's */
+	snprintf(prefix, sizeof(prefix), "%s/keys/", pkey);
 	if (store_list(a->store, prefix, NULL, 0, &keys, err) < 0)
 		return -1;
-	ops = calloc(2 * keys.n + 1, sizeof(*ops));
-	paths = calloc(keys.n + 1, sizeof(*paths));
+	ops = calloc(3 * keys.n + 1, sizeof(*ops));
+	paths = calloc(2 * keys.n + 1, sizeof(*paths));
 	if (!ops || !paths) {
 		ciel_err_set(err, CIEL_ENOMEM, "out of memory");
 		goto out;
 	}
 	ops[n++] = (struct store_op){STORE_DELETE, pkey, NULL, rev};
 	for (size_t i = 0; i < keys.n; i++) {
-		json_t *d = json_loadb(keys.items[i].value, keys.items[i].value_len, 0, NULL);
-		int mine = d && strcmp(jbody_str(d, "principal", ""), name) == 0;
+		const char *id = keys.items[i].key + strlen(prefix);
 
-		json_decref(d);
-		if (!mine)
-			continue;
-		if (asprintf(&paths[np], "/keys/%s", strrchr(keys.items[i].key, '/') + 1) < 0) {
+		if (asprintf(&paths[np], "/keys/%s", id) < 0 ||
+		    asprintf(&paths[np + 1], "/tenants/%s/keys/%s", r->tenant, id) < 0) {
 			ciel_err_set(err, CIEL_ENOMEM, "out of memory");
 			goto out;
 		}
+		ops[n++] = (struct store_op){STORE_DELETE, paths[np++], NULL, STORE_ANY_REV};
 		ops[n++] = (struct store_op){STORE_DELETE, paths[np++], NULL, STORE_ANY_REV};
 		ops[n++] =
 		    (struct store_op){STORE_DELETE, keys.items[i].key, NULL, keys.items[i].mod_rev};

@@ -48,9 +48,10 @@ static int write_credentials(const char *path, const char *endpoint, const json_
 int region_init(const struct region_init_opts *o, struct ciel_err *err)
 {
 	char path[4096], pki[4096], ca[4200], endpoint[300], host[256], ts[TS_RFC3339_LEN];
-	char *zkeys[16] = {0}, *zvals[16] = {0}, *keystr[4] = {0}, *meta = NULL, *opval = NULL;
+	char *zkeys[16] = {0}, *zvals[16] = {0}, *meta = NULL, *opval = NULL;
 	const char *sans[4];
 	struct api_config cfg = {.region_name = o->name ? o->name : "local", .node_timeout_s = 15};
+	struct iam_key_ops ko = {0};
 	struct store_op ops[24];
 	struct api a;
 	struct api_req r = {0};
@@ -119,7 +120,7 @@ int region_init(const struct region_init_opts *o, struct ciel_err *err)
 		goto oom;
 	ops[n++] = (struct store_op){STORE_PUT, "/region/meta", meta, STORE_ABSENT};
 	ops[n++] = (struct store_op){STORE_PUT, "/region/principals/operator", opval, STORE_ABSENT};
-	if (iam_new_key(&a, "region", "operator", "operator", ops, &n, keystr, &key, err) < 0)
+	if (iam_new_key(&a, "region", "operator", "operator", ops, &n, &ko, &key, err) < 0)
 		goto out;
 	/* the founding commit is itself the region chain's first event */
 	r.method = "INIT";
@@ -147,8 +148,7 @@ out:
 		free(zkeys[i]);
 		free(zvals[i]);
 	}
-	for (int i = 0; i < 4; i++)
-		free(keystr[i]);
+	iam_key_ops_release(&ko);
 	free(meta);
 	free(opval);
 	json_decref(zones);

@@ -64,6 +64,14 @@ RK=$(jq -r .id <<<"${r#* }"); RS=$(jq -r .secret <<<"${r#* }")
 check "reader cannot create keys (403)" is "$(code "$RK" "$RS" acme POST /v1/keys "" "$T/rita.json")" 403
 check "reader reads the tenant's audit trail" is "$(code "$RK" "$RS" acme GET /v1/audit "" -)" 200
 check "key list never shows secrets" bash -c "[ \"\$(jq -r '[.items[]|has(\"secret\")]|any' <<<'$(body "$AK" "$AS" acme GET /v1/keys "" -)')\" = false ]"
+# deleting a principal takes its keys (and only its keys) with it
+echo '{"principal":"tmp","role":"member"}' >"$T/tmp.json"
+TK=$(body "$AK" "$AS" acme POST /v1/keys "" "$T/tmp.json" | jq -r .id)
+body "$AK" "$AS" acme POST /v1/keys "" "$T/tmp.json" >/dev/null
+check "principal tmp holds two keys" is "$(body "$AK" "$AS" acme GET /v1/keys "" - | jq '[.items[]|select(.principal=="tmp")]|length')" 2
+check "deleting principal tmp (200)" is "$(code "$AK" "$AS" acme DELETE /v1/principals/tmp "" -)" 200
+check "its keys went with it, rita's stayed" is "$(body "$AK" "$AS" acme GET /v1/keys "" - | jq -c '[.items[].principal]|sort')" '["admin","rita"]'
+check "a deleted principal's key no longer authenticates" is "$(body "$TK" whatever acme GET /v1/quota "" - | jq -r .error.reason)" unknown_key
 check "operator lists acme's keys with ?tenant=" is "$(body "$OK" "$OS" region GET /v1/keys "tenant=acme" - | jq -r '.items|length')" 2
 
 # bad input
