@@ -496,6 +496,25 @@ void cli_show_object(const json_t *obj)
 	out_kv(stdout, kv, n);
 }
 
+int cli_delete(struct cli *cli, const char *prefix, const char *name, const char *query,
+	       const char *what, const char *note)
+{
+	struct client_response resp = {0};
+	char path[512];
+	int r;
+
+	if (cli_path(path, sizeof(path), prefix, name, NULL) != 0)
+		return EXIT_FAIL;
+	if ((r = cli_call(cli, "DELETE", path, query, NULL, &resp)) != 0)
+		return r;
+	if (cli->output == OUT_JSON)
+		out_json(resp.json);
+	else
+		printf("%s %s deleted%s\n", what, name, note);
+	client_response_release(&resp);
+	return EXIT_OK;
+}
+
 int cli_list(struct cli *cli, const char *path, const char *query, size_t ncols,
 	     const char *const *hdr, cli_row_fn fn, const char *no_rows)
 {

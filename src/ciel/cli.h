@@ -142,6 +142,11 @@ int cli_print_new_key(struct cli *cli, const json_t *answer, const json_t *key, 
 /* "Key: value" lines for the members of obj; objects and arrays as compact JSON. */
 void cli_show_object(const json_t *obj);
 
+/* Delete commands: DELETE prefix+name?query, then print "<what> <name> deleted<note>"
+ * (or the JSON answer with --output json). Returns the exit code. */
+int cli_delete(struct cli *cli, const char *prefix, const char *name, const char *query,
+	       const char *what, const char *note);
+
 /* List commands: GET path?query and print its items as a table, one row per
  * item filled by fn into cells->s[column] (or the JSON with --output json). */
 #define CLI_MAX_COLS 10

@@ -97,25 +97,15 @@ static int key_delete(struct cli *cli, int argc, char **argv)
 	    .min_args = 1,
 	    .max_args = 1,
 	};
-	struct client_response resp = {0};
 	const char *args[1];
-	char path[512], q[256];
+	char q[256];
 	int r;
 
 	r = cli_parse(&u, NULL, argc, argv, args);
 	if (r < 0)
 		return cli_parse_exit(r);
-	if (cli_path(path, sizeof(path), "/v1/keys/", args[0], NULL) != 0)
-		return EXIT_FAIL;
 	cli_query_init(cli, q, sizeof(q));
-	if ((r = cli_call(cli, "DELETE", path, q, NULL, &resp)) != 0)
-		return r;
-	if (cli->output == OUT_JSON)
-		out_json(resp.json);
-	else
-		printf("key %s deleted\n", args[0]);
-	client_response_release(&resp);
-	return EXIT_OK;
+	return cli_delete(cli, "/v1/keys/", args[0], q, "key", "");
 }
 
 const struct group group_key = {

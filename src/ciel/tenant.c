@@ -117,14 +117,13 @@ static int tenant_delete(struct cli *cli, int argc, char **argv)
 	    .min_args = 1,
 	    .max_args = 1,
 	};
-	struct client_response resp = {0};
 	const char *args[1];
 	bool yes = false;
 	const struct opt opts[] = {
 	    {"yes", NULL, "do not ask for confirmation", NULL, &yes},
 	    {0},
 	};
-	char path[512], q[256];
+	char q[256];
 	int r;
 
 	r = cli_parse(&u, opts, argc, argv, args);
@@ -142,16 +141,7 @@ static int tenant_delete(struct cli *cli, int argc, char **argv)
 			return EXIT_FAIL;
 		}
 	}
-	if (cli_path(path, sizeof(path), "/v1/tenants/", args[0], NULL) != 0)
-		return EXIT_FAIL;
-	if ((r = cli_call(cli, "DELETE", path, NULL, NULL, &resp)) != 0)
-		return r;
-	if (cli->output == OUT_JSON)
-		out_json(resp.json);
-	else
-		printf("tenant %s deleted\n", args[0]);
-	client_response_release(&resp);
-	return EXIT_OK;
+	return cli_delete(cli, "/v1/tenants/", args[0], NULL, "tenant", "");
 }
 
 const struct group group_tenant = {

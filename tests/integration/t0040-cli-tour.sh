@@ -57,6 +57,15 @@ sqlite3 "$UP/region.db" "UPDATE kv SET value = CAST(substr($V, 1, $P + 13) || 'X
 expect_exit 1 "audit verify fails after one byte changed" ciel --profile acme audit verify
 check "it names seq 3" grep -q "seq 3" "$T/out" "$T/err"
 
+ciel --profile acme key create --principal tmp --output json >"$T/tmp.json"
+expect_exit 0 "key delete" ciel --profile acme key delete "$(jq -r .id "$T/tmp.json")"
+check "says it was deleted" grep -q "deleted" "$T/out"
+expect_exit 1 "deleting it again: not found (exit 1)" ciel --profile acme key delete "$(jq -r .id "$T/tmp.json")"
+expect_exit 0 "principal delete takes its keys" ciel --profile acme principal delete rita
+expect_exit 1 "rita's saved key no longer works" ciel --profile rita quota show
+expect_exit 2 "tenant delete without --yes and no terminal: usage error" ciel tenant delete acme </dev/null
+expect_exit 0 "tenant delete --yes" ciel tenant delete acme --yes --output json
+check "the answer names it" test "$(jq -r .deleted "$T/out")" = acme
 expect_exit 0 "ciel down stops the region" ciel down --data "$UP"
 check "nothing is left listening" bash -c "! curl -s --cacert '$UP/pki/ca.pem' https://127.0.0.1:$PORT/healthz"
 expect_exit 1 "connection refused exits 1" ciel zone list
