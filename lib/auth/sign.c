@@ -57,17 +57,6 @@ static int is_unreserved(unsigned char c)
 	       c == '-' || c == '.' || c == '_' || c == '~';
 }
 
-static int hexval(unsigned char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /*
  * Append the canonical form of raw[0..n): decode %XX, then encode every byte
  * outside the unreserved set. '+' is not a space here: it is taken literally.
@@ -85,8 +74,8 @@ static int canon_part(struct dbuf *b, const char *raw, size_t n, const char *fie
 			int hi = -1, lo = -1;
 
 			if (i + 2 < n) {
-				hi = hexval((unsigned char)raw[i + 1]);
-				lo = hexval((unsigned char)raw[i + 2]);
+				hi = enc_hexval((unsigned char)raw[i + 1]);
+				lo = enc_hexval((unsigned char)raw[i + 2]);
 			}
 
 			if (hi < 0 || lo < 0)
@@ -454,7 +443,7 @@ static int auth_signature(const char *v, size_t n, struct sign_auth *out, struct
 	if (n != 64)
 		goto bad;
 	for (size_t i = 0; i < 64; i++) {
-		int x = hexval((unsigned char)v[i]);
+		int x = enc_hexval((unsigned char)v[i]);
 
 		if (x < 0)
 			goto bad;
@@ -473,7 +462,7 @@ static int auth_nonce(const char *v, size_t n, struct sign_auth *out, struct cie
 	if (n != 32)
 		goto bad;
 	for (size_t i = 0; i < 32; i++) {
-		int x = hexval((unsigned char)v[i]);
+		int x = enc_hexval((unsigned char)v[i]);
 
 		if (x < 0)
 			goto bad;

@@ -32,7 +32,7 @@ void enc_hex(const unsigned char *in, size_t n, char *out)
 	out[2 * n] = '\0';
 }
 
-static int hexval(char c)
+int enc_hexval(int c)
 {
 	if (c >= '0' && c <= '9')
 		return c - '0';
@@ -53,11 +53,11 @@ int enc_unhex(const char *in, unsigned char *out, size_t n)
 	for (size_t i = 0; i < n; i++) {
 		int hi, lo;
 
-		/* hexval('\0') is -1, so a short string stops here */
-		hi = hexval(in[2 * i]);
+		/* enc_hexval('\0') is -1, so a short string stops here */
+		hi = enc_hexval((unsigned char)in[2 * i]);
 		if (hi < 0)
 			return -1;
-		lo = hexval(in[2 * i + 1]);
+		lo = enc_hexval((unsigned char)in[2 * i + 1]);
 		if (lo < 0)
 			return -1;
 		out[i] = (unsigned char)(hi << 4 | lo);

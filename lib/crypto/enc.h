@@ -14,6 +14,8 @@
 
 /* Lower-case hex of n bytes into out (2n+1 bytes, NUL-terminated). */
 void enc_hex(const unsigned char *in, size_t n, char *out);
+/* Value of one hex digit (either case), -1 if c is not one. */
+int enc_hexval(int c);
 /* Parse exactly 2n hex chars into n bytes; -1 on anything else. */
 int enc_unhex(const char *in, unsigned char *out, size_t n);
 
