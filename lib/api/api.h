@@ -48,7 +48,7 @@ const char *api_role_name(int role);
 struct api_config {
 	const char *region_name;
 	int node_timeout_s; /* heartbeat age after which a node is NotReady */
-	int insecure_http;  /* only for the record in /v1/region */
+	int insecure_http;  /* plain HTTP on loopback; /v1/region reports "tls" */
 };
 
 struct metrics;

@@ -87,9 +87,9 @@ static int h_region(struct api *a, struct api_req *r, struct api_resp *resp, str
 	audit_public_key_hex(a->audit, pub);
 	ts_format(ts_now_ms(), now);
 	api_reply(resp, 200,
-		  json_pack("{s:s, s:o, s:I, s:s, s:s, s:s}", "name", a->cfg.region_name, "zones",
-			    zones, "revision", (json_int_t)rev, "audit_public_key", pub, "time",
-			    now, "store", "sqlite"));
+		  json_pack("{s:s, s:o, s:I, s:s, s:s, s:s, s:b}", "name", a->cfg.region_name,
+			    "zones", zones, "revision", (json_int_t)rev, "audit_public_key", pub,
+			    "time", now, "store", "sqlite", "tls", !a->cfg.insecure_http));
 	return 0;
 }
 
