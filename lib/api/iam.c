@@ -145,6 +145,23 @@ static json_t *list_docs(struct api *a, const char *prefix, struct ciel_err *err
 	return items;
 }
 
+/* Answer {"items": [...]} with the documents under prefix; stamp_tenant, when
+ * given, is added to each item (key records do not repeat their tenant). */
+static int reply_list(struct api *a, struct api_resp *resp, const char *prefix,
+		      const char *stamp_tenant, struct ciel_err *err)
+{
+	json_t *items = list_docs(a, prefix, err), *it;
+	size_t i;
+
+	if (!items)
+		return -1;
+	if (stamp_tenant)
+		json_array_foreach(items, i, it)
+		    json_object_set_new(it, "tenant", json_string(stamp_tenant));
+	api_reply(resp, 200, json_pack("{s:o}", "items", items));
+	return 0;
+}
+
 static int h_tenant_create(struct api *a, struct api_req *r, struct api_resp *resp,
 			   struct ciel_err *err)
 {
@@ -217,13 +234,8 @@ out:
 static int h_tenant_list(struct api *a, struct api_req *r, struct api_resp *resp,
 			 struct ciel_err *err)
 {
-	json_t *items = list_docs(a, "/region/tenants/", err);
-
 	(void)r;
-	if (!items)
-		return -1;
-	api_reply(resp, 200, json_pack("{s:o}", "items", items));
-	return 0;
+	return reply_list(a, resp, "/region/tenants/", NULL, err);
 }
 
 static int h_tenant_show(struct api *a, struct api_req *r, struct api_resp *resp,
@@ -389,17 +401,9 @@ out:
 static int h_key_list(struct api *a, struct api_req *r, struct api_resp *resp, struct ciel_err *err)
 {
 	char prefix[128];
-	json_t *items;
-	size_t i;
-	json_t *it;
 
 	snprintf(prefix, sizeof(prefix), "/tenants/%s/keys/", r->tenant);
-	items = list_docs(a, prefix, err);
-	if (!items)
-		return -1;
-	json_array_foreach(items, i, it) json_object_set_new(it, "tenant", json_string(r->tenant));
-	api_reply(resp, 200, json_pack("{s:o}", "items", items));
-	return 0;
+	return reply_list(a, resp, prefix, r->tenant, err);
 }
 
 static int h_key_delete(struct api *a, struct api_req *r, struct api_resp *resp,
@@ -434,14 +438,9 @@ static int h_principal_list(struct api *a, struct api_req *r, struct api_resp *r
 			    struct ciel_err *err)
 {
 	char prefix[128];
-	json_t *items;
 
 	snprintf(prefix, sizeof(prefix), "/tenants/%s/principals/", r->tenant);
-	items = list_docs(a, prefix, err);
-	if (!items)
-		return -1;
-	api_reply(resp, 200, json_pack("{s:o}", "items", items));
-	return 0;
+	return reply_list(a, resp, prefix, NULL, err);
 }
 
 static int h_principal_delete(struct api *a, struct api_req *r, struct api_resp *resp,
