@@ -32,6 +32,7 @@ test: build
 
 bench: build
 	@bash scripts/bench.sh
+	@bash bench/instance-start.sh
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

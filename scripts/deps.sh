@@ -4,7 +4,8 @@
 set -euo pipefail
 pkgs=(build-essential cmake ninja-build pkg-config clang libclang-rt-14-dev
       libmicrohttpd-dev libjansson-dev libsqlite3-dev libssl-dev libcurl4-openssl-dev
-      libcmocka-dev sqlite3 curl openssl iproute2 procps jq clang-format git)
+      libcmocka-dev libarchive-dev sqlite3 curl openssl iproute2 procps jq clang-format git
+      runc crun busybox-static nftables e2fsprogs)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

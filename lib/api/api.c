@@ -20,7 +20,8 @@ static size_t n_routes;
 
 static void routes_init(void)
 {
-	const struct api_route *tables[] = {fleet_routes, iam_routes, trail_routes};
+	const struct api_route *tables[] = {fleet_routes, iam_routes, trail_routes, image_routes,
+					    instance_routes};
 
 	if (n_routes)
 		return;
@@ -192,8 +193,12 @@ static int match(const char *pattern, struct api_req *r, int capture)
 		if (p[0] == '{' && p[1] == '}') {
 			const char *end = s;
 
-			/* a capture is one segment, stopping at '/' or a ':verb' suffix */
-			while (*end && *end != '/' && *end != ':')
+			/*
+			 * a capture is one segment, stopping at '/' or, where the
+			 * pattern has one, at a ':verb' suffix ("sha256:..." digests
+			 * keep their colon)
+			 */
+			while (*end && *end != '/' && !(*end == ':' && p[2] == ':'))
 				end++;
 			if (end == s || np >= API_MAX_PARAMS ||
 			    (size_t)(end - s) >= sizeof(r->params[0]))
@@ -213,6 +218,20 @@ static int match(const char *pattern, struct api_req *r, int capture)
 		s++;
 	}
 	return !*p && !*s;
+}
+
+int api_route_is_upload(const char *method, const char *raw_path)
+{
+	struct api_req r = {0};
+
+	routes_init();
+	if (url_decode(raw_path, strlen(raw_path), r.path, sizeof(r.path)) < 0)
+		return 0;
+	for (size_t i = 0; i < n_routes; i++)
+		if ((routes[i]->flags & ROUTE_UPLOAD) && strcmp(routes[i]->method, method) == 0 &&
+		    match(routes[i]->pattern, &r, 0))
+			return 1;
+	return 0;
 }
 
 static int route(struct api_req *r, struct api_resp *resp, struct ciel_err *err)
@@ -256,7 +275,7 @@ static int authenticate(struct api *a, struct api_req *r, struct ciel_err *err)
 	struct sign_request sr;
 	struct sign_auth au;
 	json_t *k = NULL;
-	time_t date, now = time(NULL);
+	time_t date, now = r->received_s ? (time_t)r->received_s : time(NULL);
 	int role, ret = -1;
 
 	if (!r->h_authorization || !*r->h_authorization)
@@ -290,7 +309,10 @@ static int authenticate(struct api *a, struct api_req *r, struct ciel_err *err)
 		    r, err, "date_skew",
 		    "x-ciel-date: %s is before this server started; sign the request again",
 		    r->h_date);
-	enc_sha256_hex(r->body, r->body_len, body_sha);
+	if (r->body_file)
+		snprintf(body_sha, sizeof(body_sha), "%s", r->body_sha256 ? r->body_sha256 : "");
+	else
+		enc_sha256_hex(r->body, r->body_len, body_sha);
 	if (!r->h_content_sha256 || strcmp(r->h_content_sha256, body_sha) != 0)
 		return unauth(r, err, "bad_signature",
 			      "x-ciel-content-sha256: %s the SHA-256 of the body",
@@ -448,6 +470,29 @@ int api_commit(struct api *a, struct api_req *r, const struct store_op *ops, siz
 	return 0;
 }
 
+json_t *api_list_json(struct api *a, const char *prefix, struct ciel_err *err)
+{
+	struct store_list l = {0};
+	json_t *items = json_array();
+
+	if (!items || store_list(a->store, prefix, NULL, 0, &l, err) < 0) {
+		json_decref(items);
+		return NULL;
+	}
+	for (size_t i = 0; i < l.n; i++) {
+		json_t *d = json_loadb(l.items[i].value, l.items[i].value_len, 0, NULL);
+
+		/* only direct children: "/tenants/t/keys/ID", not deeper */
+		if (d && !strchr(l.items[i].key + strlen(prefix), '/')) {
+			json_object_set_new(d, "revision", json_integer(l.items[i].mod_rev));
+			json_array_append_new(items, d);
+		} else
+			json_decref(d);
+	}
+	store_list_release(&l);
+	return items;
+}
+
 json_t *api_load_json(struct api *a, const char *key, int64_t *mod_rev, struct ciel_err *err)
 {
 	struct store_kv kv = {0};
@@ -484,8 +529,12 @@ void api_handle(struct api *a, struct api_req *r, struct api_resp *resp)
 	memset(resp, 0, sizeof(*resp));
 
 	if (r->too_big || r->body_len > API_BODY_MAX) {
-		ciel_err_field(&err, CIEL_ETOOBIG, "body", "body: larger than %u bytes",
-			       API_BODY_MAX);
+		if (r->body_file)
+			ciel_err_field(&err, CIEL_ETOOBIG, "body", "body: larger than %llu bytes",
+				       API_UPLOAD_MAX);
+		else
+			ciel_err_field(&err, CIEL_ETOOBIG, "body", "body: larger than %u bytes",
+				       API_BODY_MAX);
 		goto fail;
 	}
 	if (url_decode(r->raw_path, strlen(r->raw_path), r->path, sizeof(r->path)) < 0 ||
@@ -545,6 +594,11 @@ int api_open(struct api *a, const char *data_dir, const struct api_config *cfg,
 	memset(a, 0, sizeof(*a));
 	routes_init();
 	a->cfg = *cfg;
+	a->data_dir = strdup(data_dir);
+	if (!a->data_dir) {
+		ciel_err_set(err, CIEL_ENOMEM, "out of memory");
+		goto fail;
+	}
 	a->started_s = (int64_t)time(NULL);
 	snprintf(path, sizeof(path), "%s/master.key", data_dir);
 	if (seal_key_load_or_create(path, a->master_key, err) < 0)
@@ -573,6 +627,7 @@ void api_close(struct api *a)
 	store_close(a->store);
 	sign_replay_free(a->replay);
 	metrics_free(a->metrics);
+	free(a->data_dir);
 	explicit_bzero(a->master_key, sizeof(a->master_key));
 	memset(a, 0, sizeof(*a));
 }

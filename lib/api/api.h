@@ -27,6 +27,7 @@
 #include "util/err.h"
 
 #define API_BODY_MAX (1u << 20)
+#define API_UPLOAD_MAX (4ULL << 30) /* bodies of ROUTE_UPLOAD routes, spooled to disk */
 #define API_NAME_MAX 64
 #define API_MAX_PARAMS 2
 
@@ -60,6 +61,7 @@ struct api {
 	struct metrics *metrics;
 	unsigned char master_key[SEAL_KEY_LEN];
 	struct api_config cfg;
+	char *data_dir;	   /* owned: blobs/ and uploads/ live here */
 	int64_t started_s; /* requests dated earlier are refused: see authenticate() */
 };
 
@@ -80,7 +82,12 @@ struct api_req {
 	const char *h_date, *h_content_sha256, *h_authorization;
 	const char *body;
 	size_t body_len;
-	char source[80]; /* "ip:port" */
+	/* for ROUTE_UPLOAD routes the body is in a file instead (body is "") */
+	const char *body_file;
+	const char *body_sha256; /* hex SHA-256 of body_file's bytes, computed as it came */
+	int64_t received_s;	 /* when the headers arrived (0 = now): a long upload's
+				  * signature is judged by when it was sent, not finished */
+	char source[80];	 /* "ip:port" */
 
 	/* set by the pipeline */
 	char request_id[33];
@@ -125,6 +132,7 @@ enum api_route_flags {
 	ROUTE_UNSIGNED = 1 << 0,   /* no signature (health, metrics, node join) */
 	ROUTE_TENANT = 1 << 1,	   /* acts on a tenant: the key's, or ?tenant= for the operator */
 	ROUTE_TENANT_OPT = 1 << 2, /* like ROUTE_TENANT, but the operator may omit ?tenant= */
+	ROUTE_UPLOAD = 1 << 3,	   /* a large body (API_UPLOAD_MAX) spooled to a file */
 };
 
 struct api_route {
@@ -140,6 +148,30 @@ struct api_route {
 extern const struct api_route iam_routes[];
 extern const struct api_route fleet_routes[];
 extern const struct api_route trail_routes[];
+extern const struct api_route image_routes[];
+extern const struct api_route instance_routes[];
+
+/* True if method + raw (encoded) path name a ROUTE_UPLOAD route: the HTTP
+ * layer then spools the body to a file under data_dir/uploads. */
+int api_route_is_upload(const char *method, const char *raw_path);
+
+/* A tenant's image by name, else a public one; NULL with CIEL_ENOTFOUND (field
+ * "image", saying how to import it). tenant may be "" (public only). */
+json_t *images_find(struct api *a, const char *tenant, const char *name, struct ciel_err *err);
+
+/* All nodes with their derived "state" (Ready/NotReady), key_id removed. */
+json_t *fleet_nodes(struct api *a, struct ciel_err *err);
+/* Is a stored node document Ready now? */
+int fleet_node_ready(struct api *a, const json_t *node);
+
+/*
+ * Housekeeping the control plane does on its own, every few seconds:
+ * instances on a node that went NotReady are re-placed if their restart
+ * policy says so, and deletions pending on a dead node are finished. Each
+ * change is audited in its tenant's chain as action "instance.replace" or
+ * "instance.delete" by principal "cield".
+ */
+void compute_sweep(struct api *a);
 
 /*
  * Handle one request. Always fills resp (status, body); never fails. Owns
@@ -176,6 +208,8 @@ void api_close(struct api *a);
 
 /* Helpers for handlers: JSON of a stored document, or NULL. */
 json_t *api_load_json(struct api *a, const char *key, int64_t *mod_rev, struct ciel_err *err);
+/* The documents directly under prefix (not deeper), each with its "revision"; NULL on error. */
+json_t *api_list_json(struct api *a, const char *prefix, struct ciel_err *err);
 /* The strings behind the store ops of a new key; iam_key_ops_release frees them. */
 struct iam_key_ops {
 	char *s[6];

@@ -93,17 +93,21 @@ static int h_region(struct api *a, struct api_req *r, struct api_resp *resp, str
 	return 0;
 }
 
-static const char *node_state(struct api *a, const json_t *node)
+int fleet_node_ready(struct api *a, const json_t *node)
 {
 	int64_t last;
 
 	if (ts_parse(jbody_str(node, "last_heartbeat", ""), &last) < 0)
-		return "NotReady";
-	return ts_now_ms() - last <= (int64_t)a->cfg.node_timeout_s * 1000 ? "Ready" : "NotReady";
+		return 0;
+	return ts_now_ms() - last <= (int64_t)a->cfg.node_timeout_s * 1000;
 }
 
-/* All nodes, each with its derived "state". */
-static json_t *load_nodes(struct api *a, struct ciel_err *err)
+static const char *node_state(struct api *a, const json_t *node)
+{
+	return fleet_node_ready(a, node) ? "Ready" : "NotReady";
+}
+
+json_t *fleet_nodes(struct api *a, struct ciel_err *err)
 {
 	struct store_list l = {0};
 	json_t *items = json_array();
@@ -134,7 +138,7 @@ static int h_zone_list(struct api *a, struct api_req *r, struct api_resp *resp,
 	(void)r;
 	if (!zones)
 		return -1;
-	nodes = load_nodes(a, err);
+	nodes = fleet_nodes(a, err);
 	items = json_array();
 	if (!nodes || !items) {
 		json_decref(zones);
@@ -166,7 +170,7 @@ static int h_zone_list(struct api *a, struct api_req *r, struct api_resp *resp,
 static int h_node_list(struct api *a, struct api_req *r, struct api_resp *resp,
 		       struct ciel_err *err)
 {
-	json_t *nodes = load_nodes(a, err);
+	json_t *nodes = fleet_nodes(a, err);
 
 	(void)r;
 	if (!nodes)
@@ -342,9 +346,10 @@ static int h_node_heartbeat(struct api *a, struct api_req *r, struct api_resp *r
 {
 	static const struct jbody_field fields[] = {
 	    {.name = "capacity", .type = JB_OBJECT, .fields = capacity_fields},
+	    {.name = "agent_url", .type = JB_STRING, .max_len = 200},
 	    {0},
 	};
-	const char *name = r->params[0];
+	const char *name = r->params[0], *url;
 	char key[96], now[TS_RFC3339_LEN], *val = NULL;
 	struct store_op op;
 	json_t *body, *node = NULL, *cap;
@@ -367,6 +372,13 @@ static int h_node_heartbeat(struct api *a, struct api_req *r, struct api_resp *r
 	cap = json_object_get(body, "capacity");
 	if (cap)
 		json_object_set(node, "capacity", cap);
+	url = jbody_str(body, "agent_url", NULL);
+	if (url && strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0) {
+		ciel_err_field(err, CIEL_EINVAL, "agent_url", "agent_url: must be an http(s) URL");
+		goto out;
+	}
+	if (url)
+		json_object_set_new(node, "agent_url", json_string(url));
 	val = json_dumps(node, JSON_COMPACT | JSON_SORT_KEYS);
 	op = (struct store_op){STORE_PUT, key, val, rev};
 	if (!val || api_commit(a, r, &op, 1, 200, NULL, err) < 0)

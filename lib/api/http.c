@@ -7,12 +7,18 @@
 #include "api/http.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "crypto/enc.h"
 #include "util/dbuf.h"
+#include "util/netaddr.h"
 #include "util/log.h"
 
 struct http_server {
@@ -28,6 +34,13 @@ struct hreq {
 	struct dbuf body; /* at most API_BODY_MAX */
 	int too_big;	  /* answer 413; the body is dropped, the rest of it read and ignored */
 	int started;
+	int64_t received_s;
+	/* ROUTE_UPLOAD: the body goes to a file, hashed as it comes */
+	int up_fd;
+	char *up_path;
+	EVP_MD_CTX *up_md;
+	uint64_t up_len;
+	char up_sha[65];
 };
 
 static void *uri_cb(void *cls, const char *uri, struct MHD_Connection *c)
@@ -38,6 +51,7 @@ static void *uri_cb(void *cls, const char *uri, struct MHD_Connection *c)
 	(void)c;
 	if (h) {
 		h->uri = strdup(uri ? uri : "/");
+		h->up_fd = -1;
 		dbuf_init(&h->body, API_BODY_MAX);
 	}
 	return h;
@@ -55,6 +69,13 @@ static void completed_cb(void *cls, struct MHD_Connection *c, void **con_cls,
 		return;
 	free(h->uri);
 	dbuf_release(&h->body);
+	if (h->up_fd >= 0)
+		close(h->up_fd);
+	if (h->up_path) {
+		unlink(h->up_path); /* whatever the handler kept, it copied */
+		free(h->up_path);
+	}
+	EVP_MD_CTX_free(h->up_md);
 	free(h);
 	*con_cls = NULL;
 }
@@ -134,6 +155,20 @@ static enum MHD_Result respond(struct http_server *s, struct MHD_Connection *c, 
 	r.body = dbuf_str(&h->body);
 	r.body_len = h->body.len;
 	r.too_big = h->too_big;
+	r.received_s = h->received_s;
+	if (h->up_path) {
+		unsigned char md[32];
+		unsigned int mdlen = 0;
+
+		if (h->up_fd >= 0) {
+			close(h->up_fd);
+			h->up_fd = -1;
+		}
+		if (EVP_DigestFinal_ex(h->up_md, md, &mdlen) == 1 && mdlen == 32)
+			enc_hex(md, 32, h->up_sha);
+		r.body_file = h->up_path;
+		r.body_sha256 = h->up_sha;
+	}
 	source_of(c, r.source, sizeof(r.source));
 
 	api_handle(s->api, &r, &resp);
@@ -183,6 +218,48 @@ static enum MHD_Result respond(struct http_server *s, struct MHD_Connection *c, 
 	return ret;
 }
 
+static int write_all(int fd, const char *p, size_t n)
+{
+	while (n) {
+		ssize_t w = write(fd, p, n);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return -1;
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+/* A temp file in DATA/uploads for a large body; removed when the request ends. */
+static int spool_open(struct http_server *s, struct hreq *h)
+{
+	char dir[4200];
+
+	snprintf(dir, sizeof(dir), "%s/uploads", s->api->data_dir);
+	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+		goto fail;
+	if (asprintf(&h->up_path, "%s/up-XXXXXX", dir) < 0) {
+		h->up_path = NULL;
+		return -1;
+	}
+	h->up_fd = mkostemp(h->up_path, O_CLOEXEC);
+	if (h->up_fd < 0) {
+		free(h->up_path);
+		h->up_path = NULL;
+		goto fail;
+	}
+	h->up_md = EVP_MD_CTX_new();
+	if (!h->up_md || EVP_DigestInit_ex(h->up_md, EVP_sha256(), NULL) != 1)
+		return -1;
+	return 0;
+fail:
+	log_warn("cannot spool an upload in %s: %s", dir, strerror(errno));
+	return -1;
+}
+
 static enum MHD_Result access_cb(void *cls, struct MHD_Connection *c, const char *url,
 				 const char *method, const char *version, const char *upload,
 				 size_t *upload_size, void **con_cls)
@@ -196,13 +273,37 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *c, const char
 		return MHD_NO;
 	if (!h->started) {
 		const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
+		char *q = strchr(h->uri, '?');
+		int upload;
 
 		h->started = 1;
+		h->received_s = (int64_t)time(NULL);
+		if (q)
+			*q = '\0';
+		upload = api_route_is_upload(method, h->uri);
+		if (q)
+			*q = '?';
 		/* refuse an oversized body before reading it */
-		if (cl && strtoull(cl, NULL, 10) > API_BODY_MAX) {
+		if (cl && strtoull(cl, NULL, 10) > (upload ? API_UPLOAD_MAX : API_BODY_MAX)) {
 			h->too_big = 1;
 			return respond(s, c, method, h);
 		}
+		if (upload && spool_open(s, h) < 0)
+			return MHD_NO;
+		return MHD_YES;
+	}
+	if (*upload_size && h->up_path) {
+		if (!h->too_big) {
+			h->up_len += *upload_size;
+			if (h->up_len > API_UPLOAD_MAX) {
+				h->too_big = 1;
+			} else if (EVP_DigestUpdate(h->up_md, upload, *upload_size) != 1 ||
+				   write_all(h->up_fd, upload, *upload_size) < 0) {
+				log_warn("upload spool write failed: %s", strerror(errno));
+				return MHD_NO;
+			}
+		}
+		*upload_size = 0;
 		return MHD_YES;
 	}
 	if (*upload_size) {
@@ -229,59 +330,6 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
 	while (n && msg[n - 1] == '\n')
 		msg[--n] = '\0';
 	log_debug("httpd %s", msg);
-}
-
-static int parse_listen(const char *listen, struct sockaddr_storage *ss, int *loopback,
-			struct ciel_err *err)
-{
-	char host[256];
-	const char *colon;
-	char *end;
-	long port;
-
-	memset(ss, 0, sizeof(*ss));
-	if (listen[0] == '[') {
-		const char *rb = strchr(listen, ']');
-
-		if (!rb || rb[1] != ':' || (size_t)(rb - listen - 1) >= sizeof(host))
-			goto bad;
-		memcpy(host, listen + 1, (size_t)(rb - listen - 1));
-		host[rb - listen - 1] = '\0';
-		colon = rb + 1;
-	} else {
-		colon = strrchr(listen, ':');
-		if (!colon || (size_t)(colon - listen) >= sizeof(host))
-			goto bad;
-		memcpy(host, listen, (size_t)(colon - listen));
-		host[colon - listen] = '\0';
-	}
-	port = strtol(colon + 1, &end, 10);
-	if (*end || port < 1 || port > 65535)
-		goto bad;
-	if (strcmp(host, "localhost") == 0)
-		snprintf(host, sizeof(host), "127.0.0.1");
-	if (strchr(host, ':')) {
-		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
-
-		s6->sin6_family = AF_INET6;
-		s6->sin6_port = htons((uint16_t)port);
-		if (inet_pton(AF_INET6, host, &s6->sin6_addr) != 1)
-			goto bad;
-		*loopback = IN6_IS_ADDR_LOOPBACK(&s6->sin6_addr);
-	} else {
-		struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
-
-		s4->sin_family = AF_INET;
-		s4->sin_port = htons((uint16_t)port);
-		if (inet_pton(AF_INET, host, &s4->sin_addr) != 1)
-			goto bad;
-		*loopback = (ntohl(s4->sin_addr.s_addr) >> 24) == 127;
-	}
-	return 0;
-bad:
-	return ciel_err_field(err, CIEL_EINVAL, "listen",
-			      "listen: must be IPV4:PORT, [IPV6]:PORT or localhost:PORT, got %s",
-			      listen);
 }
 
 /*
@@ -319,7 +367,7 @@ int http_start(struct http_server **out, struct api *a, const struct http_opts *
 	int loopback = 0;
 
 	*out = NULL;
-	if (parse_listen(o->listen, &ss, &loopback, err) < 0)
+	if (netaddr_parse(o->listen, 0, &ss, &loopback, err) < 0)
 		return -1;
 	if (o->insecure && !loopback)
 		return ciel_err_field(err, CIEL_EINVAL, "listen",

@@ -122,35 +122,12 @@ fail:
 }
 
 /* List a prefix into a JSON array of the stored documents. */
-static json_t *list_docs(struct api *a, const char *prefix, struct ciel_err *err)
-{
-	struct store_list l = {0};
-	json_t *items = json_array();
-
-	if (!items || store_list(a->store, prefix, NULL, 0, &l, err) < 0) {
-		json_decref(items);
-		return NULL;
-	}
-	for (size_t i = 0; i < l.n; i++) {
-		json_t *d = json_loadb(l.items[i].value, l.items[i].value_len, 0, NULL);
-
-		/* only direct children: "/tenants/t/keys/ID", not deeper */
-		if (d && !strchr(l.items[i].key + strlen(prefix), '/')) {
-			json_object_set_new(d, "revision", json_integer(l.items[i].mod_rev));
-			json_array_append_new(items, d);
-		} else
-			json_decref(d);
-	}
-	store_list_release(&l);
-	return items;
-}
-
 /* Answer {"items": [...]} with the documents under prefix; stamp_tenant, when
  * given, is added to each item (key records do not repeat their tenant). */
 static int reply_list(struct api *a, struct api_resp *resp, const char *prefix,
 		      const char *stamp_tenant, struct ciel_err *err)
 {
-	json_t *items = list_docs(a, prefix, err), *it;
+	json_t *items = api_list_json(a, prefix, err), *it;
 	size_t i;
 
 	if (!items)
@@ -293,17 +270,43 @@ static int h_tenant_delete(struct api *a, struct api_req *r, struct api_resp *re
 			     name, MAX_TENANT_OPS);
 		goto out;
 	}
-	ops = calloc(owned.n + keys.n + 1, sizeof(*ops));
-	paths = calloc(keys.n + 1, sizeof(*paths));
+	for (size_t i = 0; i < owned.n; i++) {
+		char ipfx[128];
+
+		/* its placements live under /region/: nodes must stop them first */
+		snprintf(ipfx, sizeof(ipfx), "/tenants/%.64s/instances/", name);
+		if (strncmp(owned.items[i].key, ipfx, strlen(ipfx)) == 0) {
+			ciel_err_set(err, CIEL_EEXIST,
+				     "tenant %s still has instances (%s); delete them first", name,
+				     owned.items[i].key + strlen(ipfx));
+			goto out;
+		}
+	}
+	ops = calloc(owned.n + keys.n + 2, sizeof(*ops));
+	paths = calloc(keys.n + 2, sizeof(*paths));
 	if (!ops || !paths) {
 		ciel_err_set(err, CIEL_ENOMEM, "out of memory");
 		goto out;
 	}
 	/* the tenant's audit chain is not under /tenants/: it outlives the tenant */
 	ops[n++] = (struct store_op){STORE_DELETE, tkey, NULL, rev};
-	for (size_t i = 0; i < owned.n; i++)
+	for (size_t i = 0; i < owned.n; i++) {
+		const char *k = owned.items[i].key + strlen(name) + strlen("/tenants//");
+
 		ops[n++] = (struct store_op){STORE_DELETE, owned.items[i].key, NULL,
 					     owned.items[i].mod_rev};
+		/* its subnet goes back to the region */
+		if (strcmp(k, "network") == 0) {
+			json_t *net =
+			    json_loadb(owned.items[i].value, owned.items[i].value_len, 0, NULL);
+
+			if (net && asprintf(&paths[np], "/region/subnets/%lld",
+					    (long long)jbody_int(net, "index", 0)) >= 0)
+				ops[n++] = (struct store_op){STORE_DELETE, paths[np++], NULL,
+							     STORE_ANY_REV};
+			json_decref(net);
+		}
+	}
 	for (size_t i = 0; i < keys.n; i++) {
 		const char *id = strrchr(keys.items[i].key, '/') + 1;
 

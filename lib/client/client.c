@@ -9,14 +9,19 @@
 
 #include <curl/curl.h>
 #include <errno.h>
+#include <inttypes.h>
+#include <openssl/evp.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "auth/sign.h"
+#include "crypto/enc.h"
 #include "util/dbuf.h"
+#include "util/ts.h"
 
 /* Copy src into a fixed field; -1 if it does not fit. */
 static int set_field(char *dst, size_t size, const char *src, const char *what,
@@ -273,6 +278,79 @@ static struct curl_slist *add_header(struct curl_slist *h, bool *oom, const char
 	return n;
 }
 
+/* The options every transfer of c shares: reset, URL, headers, answer
+ * callbacks into x, TLS verification. The caller adds the method, body and
+ * timeouts. url, hdrs, x and errbuf must outlive the transfer. */
+static void setup_transfer(struct client *c, const char *url, struct curl_slist *hdrs,
+			   struct xfer *x, char *errbuf)
+{
+	CURL *h = c->curl;
+
+	curl_easy_reset(h);
+	curl_easy_setopt(h, CURLOPT_URL, url);
+	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
+	curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
+	curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
+	curl_easy_setopt(h, CURLOPT_HEADERDATA, x);
+	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_data);
+	curl_easy_setopt(h, CURLOPT_WRITEDATA, x);
+	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, c->connect_timeout_ms);
+	curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
+	curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
+	if (c->cfg.ca_file[0])
+		curl_easy_setopt(h, CURLOPT_CAINFO, c->cfg.ca_file);
+}
+
+/* base + path + "?" + query, malloc'd; NULL if out of memory. */
+static char *make_url(const struct client *c, const char *path, const char *query)
+{
+	size_t n = strlen(c->base) + strlen(path) + (query ? strlen(query) : 0) + 2;
+	char *url = malloc(n);
+
+	if (url)
+		snprintf(url, n, "%s%s%s%s", c->base, path, query && *query ? "?" : "",
+			 query && *query ? query : "");
+	return url;
+}
+
+/* Run the transfer set up on c and fill x->resp; 0 if an answer came back. */
+static int perform(struct client *c, struct xfer *x, const char *method, const char *path,
+		   const char *errbuf, struct ciel_err *err)
+{
+	struct client_response *resp = x->resp;
+	CURL *h = c->curl;
+	char *ct = NULL;
+	CURLcode rc;
+
+	rc = curl_easy_perform(h);
+	c->last_curl_code = (int)rc;
+	if (rc != CURLE_OK) {
+		if (x->body.toobig)
+			return ciel_err_set(err, CIEL_ETOOBIG, "%s %s: answer larger than %u bytes",
+					    method, path, CLIENT_BODY_MAX);
+		if (x->body.nomem)
+			return ciel_err_set(err, CIEL_ENOMEM, "%s %s: answer: out of memory",
+					    method, path);
+		if (x->sink_failed)
+			return ciel_err_sys(err, CIEL_EIO, errno, "%s %s: write output", method,
+					    path);
+		return ciel_err_set(err, CIEL_EUNAVAIL, "%s: %s", c->base,
+				    errbuf[0] ? errbuf : curl_easy_strerror(rc));
+	}
+	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &resp->status);
+	curl_easy_getinfo(h, CURLINFO_CONTENT_TYPE, &ct);
+	snprintf(resp->content_type, sizeof(resp->content_type), "%s", ct ? ct : "");
+	if (x->body.buf) {
+		/* cannot fail: the buffer is allocated */
+		resp->body = dbuf_detach(&x->body, &resp->body_len);
+		if (strstr(resp->content_type, "json") && !strstr(resp->content_type, "ndjson"))
+			resp->json = json_loadb(resp->body, resp->body_len, 0, NULL);
+	}
+	return 0;
+}
+
 int client_request(struct client *c, const char *method, const char *path, const char *query,
 		   const json_t *body, struct client_response *resp, struct ciel_err *err)
 {
@@ -288,9 +366,8 @@ int client_request_ex(struct client *c, const char *method, const char *path, co
 	char *payload = NULL, *url = NULL, errbuf[CURL_ERROR_SIZE] = "";
 	char date[17], sha[65], auth[512];
 	bool has_body = body != NULL, oom = false;
-	size_t payload_len = 0, url_len;
+	size_t payload_len = 0;
 	CURL *h = c->curl;
-	CURLcode rc;
 	int ret = -1;
 
 	dbuf_init(&x.body, CLIENT_BODY_MAX);
@@ -311,14 +388,11 @@ int client_request_ex(struct client *c, const char *method, const char *path, co
 		payload_len = strlen(payload);
 	}
 
-	url_len = strlen(c->base) + strlen(path) + (query ? strlen(query) : 0) + 2;
-	url = malloc(url_len);
+	url = make_url(c, path, query);
 	if (!url) {
 		ciel_err_set(err, CIEL_ENOMEM, "out of memory");
 		goto out;
 	}
-	snprintf(url, url_len, "%s%s%s%s", c->base, path, query && *query ? "?" : "",
-		 query && *query ? query : "");
 
 	hdrs = add_header(hdrs, &oom, "Host", c->host);
 	hdrs = add_header(hdrs, &oom, "Accept", "application/json");
@@ -343,22 +417,8 @@ int client_request_ex(struct client *c, const char *method, const char *path, co
 		goto out;
 	}
 
-	curl_easy_reset(h);
-	curl_easy_setopt(h, CURLOPT_URL, url);
-	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
-	curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
-	curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
-	curl_easy_setopt(h, CURLOPT_HEADERDATA, &x);
-	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_data);
-	curl_easy_setopt(h, CURLOPT_WRITEDATA, &x);
+	setup_transfer(c, url, hdrs, &x, errbuf);
 	curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, c->timeout_ms);
-	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, c->connect_timeout_ms);
-	curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
-	curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
-	curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
-	if (c->cfg.ca_file[0])
-		curl_easy_setopt(h, CURLOPT_CAINFO, c->cfg.ca_file);
 	if (has_body) {
 		curl_easy_setopt(h, CURLOPT_POST, 1L);
 		curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, (long)payload_len);
@@ -369,36 +429,7 @@ int client_request_ex(struct client *c, const char *method, const char *path, co
 	if (strcmp(method, "GET") != 0 && strcmp(method, "POST") != 0)
 		curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
 
-	rc = curl_easy_perform(h);
-	c->last_curl_code = (int)rc;
-	if (rc != CURLE_OK) {
-		if (x.body.toobig)
-			ciel_err_set(err, CIEL_ETOOBIG, "%s %s: answer larger than %u bytes",
-				     method, path, CLIENT_BODY_MAX);
-		else if (x.body.nomem)
-			ciel_err_set(err, CIEL_ENOMEM, "%s %s: answer: out of memory", method,
-				     path);
-		else if (x.sink_failed)
-			ciel_err_sys(err, CIEL_EIO, errno, "%s %s: write output", method, path);
-		else
-			ciel_err_set(err, CIEL_EUNAVAIL, "%s: %s", c->base,
-				     errbuf[0] ? errbuf : curl_easy_strerror(rc));
-		goto out;
-	}
-	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &resp->status);
-	{
-		char *ct = NULL;
-
-		curl_easy_getinfo(h, CURLINFO_CONTENT_TYPE, &ct);
-		snprintf(resp->content_type, sizeof(resp->content_type), "%s", ct ? ct : "");
-	}
-	if (x.body.buf) {
-		/* cannot fail: the buffer is allocated */
-		resp->body = dbuf_detach(&x.body, &resp->body_len);
-		if (strstr(resp->content_type, "json") && !strstr(resp->content_type, "ndjson"))
-			resp->json = json_loadb(resp->body, resp->body_len, 0, NULL);
-	}
-	ret = 0;
+	ret = perform(c, &x, method, path, errbuf, err);
 out:
 	if (h) {
 		/* the options point at our stack: drop them before returning */
@@ -409,6 +440,263 @@ out:
 	dbuf_release(&x.body);
 	free(url);
 	free(payload);
+	return ret;
+}
+
+/*
+ * Uploads. The body is hashed before anything is sent, because the
+ * signature (and so the headers) must carry its SHA-256; then the same bytes
+ * are read again as curl asks for them. The stall check is ours, not
+ * CURLOPT_LOW_SPEED_*: curl's would also fire while the server, holding the
+ * whole body, is still checking it, which for a large image takes a while.
+ */
+#define UPLOAD_CHUNK (256u << 10)
+#define UPLOAD_ANSWER_WAIT_MS (10 * 60 * 1000) /* server's time to judge the body */
+
+struct upload {
+	FILE *f;
+	int64_t size, read; /* bytes of the file, bytes handed to curl */
+	int64_t sent;	    /* bytes curl reports sent */
+	client_progress_fn progress;
+	void *arg;
+	/* bytes sent at each second since start_ms, the last LOW_SPEED_S + 1 of
+	 * them: the stall check slides over the last minute */
+	int64_t start_ms, second[CLIENT_UPLOAD_LOW_SPEED_S + 1];
+	int64_t seconds;     /* seconds recorded so far */
+	int64_t sent_before; /* sent at the previous call */
+	int64_t done_ms;     /* when the last byte went out, 0 before */
+	int read_errno;
+	bool changed, stalled, no_answer;
+};
+
+static size_t on_read(char *buf, size_t size, size_t nitems, void *arg)
+{
+	struct upload *u = arg;
+	size_t want = size * nitems, got;
+
+	if ((int64_t)want > u->size - u->read)
+		want = (size_t)(u->size - u->read);
+	if (want == 0)
+		return 0;
+	got = fread(buf, 1, want, u->f);
+	if (got == 0) {
+		/* shorter than when it was hashed: the signature no longer fits */
+		if (ferror(u->f))
+			u->read_errno = errno ? errno : EIO;
+		else
+			u->changed = true;
+		return CURL_READFUNC_ABORT;
+	}
+	u->read += (int64_t)got;
+	return got;
+}
+
+static int on_xferinfo(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+		       curl_off_t ulnow)
+{
+	struct upload *u = arg;
+	int64_t now = ts_mono_ms(), sent = (int64_t)ulnow;
+	const int64_t n = CLIENT_UPLOAD_LOW_SPEED_S + 1;
+
+	(void)dltotal;
+	(void)dlnow;
+	(void)ultotal;
+	u->sent = sent;
+	if (u->progress)
+		u->progress(u->arg, sent, u->size);
+	if (sent >= u->size) {
+		if (!u->done_ms)
+			u->done_ms = now;
+		if (now - u->done_ms > UPLOAD_ANSWER_WAIT_MS) {
+			u->no_answer = true;
+			return 1;
+		}
+		return 0;
+	}
+	/* a second skipped between two calls counts what had been sent then */
+	for (int64_t t = (now - u->start_ms) / 1000; u->seconds <= t; u->seconds++)
+		u->second[u->seconds % n] = u->seconds == t ? sent : u->sent_before;
+	u->sent_before = sent;
+	if (u->seconds <= CLIENT_UPLOAD_LOW_SPEED_S)
+		return 0;
+	/* the slot after the newest is the oldest: LOW_SPEED_S seconds ago */
+	if (sent - u->second[u->seconds % n] <
+	    (int64_t)CLIENT_UPLOAD_LOW_SPEED_BYTES * CLIENT_UPLOAD_LOW_SPEED_S) {
+		u->stalled = true;
+		return 1;
+	}
+	return 0;
+}
+
+/* SHA-256 of the rest of f, as hex; leaves f at its end. */
+static int hash_file(FILE *f, const char *file, char hex[65], int64_t *len, struct ciel_err *err)
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int mdlen = 0;
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	char *buf = malloc(UPLOAD_CHUNK);
+	size_t n;
+	int ret = -1;
+
+	*len = 0;
+	if (!ctx || !buf || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1) {
+		ciel_err_set(err, CIEL_ENOMEM, "hash %s: out of memory", file);
+		goto out;
+	}
+	while ((n = fread(buf, 1, UPLOAD_CHUNK, f)) > 0) {
+		if (EVP_DigestUpdate(ctx, buf, n) != 1) {
+			ciel_err_set(err, CIEL_EINTERNAL, "hash %s: EVP_DigestUpdate failed", file);
+			goto out;
+		}
+		*len += (int64_t)n;
+	}
+	if (ferror(f)) {
+		ciel_err_sys(err, CIEL_EIO, errno, "read %s", file);
+		goto out;
+	}
+	if (EVP_DigestFinal_ex(ctx, md, &mdlen) != 1 || mdlen != 32) {
+		ciel_err_set(err, CIEL_EINTERNAL, "hash %s: EVP_DigestFinal_ex failed", file);
+		goto out;
+	}
+	enc_hex(md, 32, hex);
+	ret = 0;
+out:
+	free(buf);
+	EVP_MD_CTX_free(ctx);
+	return ret;
+}
+
+/* What sign_client() does, for a body hashed beforehand. */
+static int sign_hashed(const struct client *c, const char *method, const char *path,
+		       const char *query, const char *sha_hex, char date[17], char *auth,
+		       size_t auth_size, struct ciel_err *err)
+{
+	struct sign_request r = {0};
+	unsigned char raw[16];
+	char nonce[33], sig[65];
+	int ret;
+
+	if (enc_random(raw, sizeof(raw), err) < 0)
+		return -1;
+	enc_hex(raw, sizeof(raw), nonce);
+	sign_format_date(time(NULL), date);
+	r.method = method;
+	r.path = path;
+	r.query = query;
+	r.host = c->host;
+	r.date = date;
+	r.body_sha256_hex = sha_hex;
+	r.nonce = nonce;
+	if (sign_compute(&r, c->cfg.scope, c->cfg.secret, strlen(c->cfg.secret), sig, err) < 0)
+		return -1;
+	ret = sign_authorization(c->cfg.key_id, c->cfg.scope, nonce, sig, auth, auth_size, err);
+	explicit_bzero(sig, sizeof(sig));
+	return ret;
+}
+
+int client_upload(struct client *c, const char *method, const char *path, const char *query,
+		  const char *file, client_progress_fn progress, void *arg,
+		  struct client_response *out, struct ciel_err *err)
+{
+	struct curl_slist *hdrs = NULL;
+	struct xfer x = {.resp = out};
+	struct upload u = {.progress = progress, .arg = arg};
+	char *url = NULL, errbuf[CURL_ERROR_SIZE] = "";
+	char date[17], sha[65], auth[512];
+	bool oom = false;
+	struct stat st;
+	CURL *h = c->curl;
+	int ret = -1;
+
+	dbuf_init(&x.body, CLIENT_BODY_MAX);
+	client_response_release(out);
+	c->last_curl_code = 0;
+	if (!h)
+		return ciel_err_set(err, CIEL_EINTERNAL, "client not initialised");
+	u.f = fopen(file, "rbe");
+	if (!u.f)
+		return ciel_err_sys(err, errno == ENOENT ? CIEL_ENOTFOUND : CIEL_EIO, errno,
+				    "open %s", file);
+	if (fstat(fileno(u.f), &st) < 0) {
+		ciel_err_sys(err, CIEL_EIO, errno, "stat %s", file);
+		goto out;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		ciel_err_field(err, CIEL_EINVAL, "file", "%s: not a regular file", file);
+		goto out;
+	}
+	if (hash_file(u.f, file, sha, &u.size, err) < 0)
+		goto out;
+	if (fseeko(u.f, 0, SEEK_SET) < 0) {
+		ciel_err_sys(err, CIEL_EIO, errno, "rewind %s", file);
+		goto out;
+	}
+	url = make_url(c, path, query);
+	if (!url) {
+		ciel_err_set(err, CIEL_ENOMEM, "out of memory");
+		goto out;
+	}
+	hdrs = add_header(hdrs, &oom, "Host", c->host);
+	hdrs = add_header(hdrs, &oom, "Accept", "application/json");
+	hdrs = add_header(hdrs, &oom, "Expect", ""); /* no 100-continue round trip */
+	hdrs = add_header(hdrs, &oom, "Content-Type", "application/octet-stream");
+	hdrs = add_header(hdrs, &oom, "X-Ciel-Content-Sha256", sha);
+	if (client_has_key(c)) {
+		if (sign_hashed(c, method, path, query, sha, date, auth, sizeof(auth), err) < 0) {
+			ciel_err_prefix(err, "sign request: ");
+			goto out;
+		}
+		hdrs = add_header(hdrs, &oom, "X-Ciel-Date", date);
+		hdrs = add_header(hdrs, &oom, "Authorization", auth);
+		explicit_bzero(auth, sizeof(auth));
+	}
+	if (oom) {
+		ciel_err_set(err, CIEL_ENOMEM, "out of memory");
+		goto out;
+	}
+
+	setup_transfer(c, url, hdrs, &x, errbuf);
+	curl_easy_setopt(h, CURLOPT_UPLOAD, 1L); /* PUT, Content-Length from INFILESIZE */
+	if (strcmp(method, "PUT") != 0)
+		curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
+	curl_easy_setopt(h, CURLOPT_INFILESIZE_LARGE, (curl_off_t)u.size);
+	curl_easy_setopt(h, CURLOPT_READFUNCTION, on_read);
+	curl_easy_setopt(h, CURLOPT_READDATA, &u);
+	curl_easy_setopt(h, CURLOPT_UPLOAD_BUFFERSIZE, (long)UPLOAD_CHUNK);
+	curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, 0L);
+	curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+	curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_xferinfo);
+	curl_easy_setopt(h, CURLOPT_XFERINFODATA, &u);
+	u.start_ms = ts_mono_ms();
+
+	ret = perform(c, &x, method, path, errbuf, err);
+	if (ret < 0 && u.changed)
+		ciel_err_field(err, CIEL_EIO, "file",
+			       "%s changed while it was sent (was %" PRId64 " bytes when hashed)",
+			       file, u.size);
+	else if (ret < 0 && u.read_errno)
+		ciel_err_sys(err, CIEL_EIO, u.read_errno, "read %s", file);
+	else if (ret < 0 && u.stalled)
+		ciel_err_set(err, CIEL_EUNAVAIL,
+			     "%s: upload stalled: under %d bytes/s for %d s (%" PRId64
+			     " of %" PRId64 " bytes sent)",
+			     c->base, CLIENT_UPLOAD_LOW_SPEED_BYTES, CLIENT_UPLOAD_LOW_SPEED_S,
+			     u.sent, u.size);
+	else if (ret < 0 && u.no_answer)
+		ciel_err_set(err, CIEL_EUNAVAIL, "%s: no answer %d s after the upload ended",
+			     c->base, UPLOAD_ANSWER_WAIT_MS / 1000);
+out:
+	if (h) {
+		/* the options point at our stack: drop them before returning */
+		curl_easy_setopt(h, CURLOPT_HTTPHEADER, NULL);
+		curl_easy_setopt(h, CURLOPT_ERRORBUFFER, NULL);
+		curl_easy_setopt(h, CURLOPT_READDATA, NULL);
+		curl_easy_setopt(h, CURLOPT_XFERINFODATA, NULL);
+	}
+	curl_slist_free_all(hdrs);
+	dbuf_release(&x.body);
+	free(url);
+	fclose(u.f);
 	return ret;
 }
 

@@ -19,6 +19,7 @@
 #include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include "client/profile.h"
@@ -105,6 +106,28 @@ int client_request(struct client *c, const char *method, const char *path, const
 int client_request_ex(struct client *c, const char *method, const char *path, const char *query,
 		      const json_t *body, struct client_request_opts *ro,
 		      struct client_response *resp, struct ciel_err *err);
+
+/* Progress of an upload: sent of total body bytes so far. */
+typedef void (*client_progress_fn)(void *arg, int64_t sent, int64_t total);
+
+#define CLIENT_UPLOAD_LOW_SPEED_BYTES 1024 /* abort an upload slower than this... */
+#define CLIENT_UPLOAD_LOW_SPEED_S 60	   /* ...for this long */
+
+/*
+ * Send METHOD base+path?query with the contents of file (a regular file) as
+ * an application/octet-stream body, streamed from disk: the file is read
+ * twice, once to hash it (the signature covers x-ciel-content-sha256), once
+ * to send it, so it must not change in between (a different length aborts
+ * with CIEL_EIO). progress (may be NULL) is called with arg as bytes go out.
+ * There is no total timeout, only the low-speed limit above, so a large
+ * file on a slow link is not cut off. Returns like client_request: 0
+ * whenever an HTTP answer came back (out filled, caller releases it); -1 on
+ * a transport failure (CIEL_EUNAVAIL), an unreadable file (CIEL_EIO,
+ * CIEL_ENOTFOUND) or an over-long answer (CIEL_ETOOBIG).
+ */
+int client_upload(struct client *c, const char *method, const char *path, const char *query,
+		  const char *file, client_progress_fn progress, void *arg,
+		  struct client_response *out, struct ciel_err *err);
 
 /*
  * The API error of a non-2xx answer into err: code from the body's

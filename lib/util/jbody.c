@@ -48,8 +48,23 @@ static const char *type_name(enum jbody_type t)
 		return "an object";
 	case JB_SIZE:
 		return "a size (bytes, or a string like \"64M\")";
+	case JB_STRINGS:
+		return "an array of strings";
 	}
 	return "?";
+}
+
+static int check_string(const json_t *v, const struct jbody_field *f, const char *path,
+			struct ciel_err *err)
+{
+	size_t max = f->max_len ? f->max_len : 256;
+
+	if (json_string_length(v) > max)
+		return ciel_err_field(err, CIEL_EINVAL, path, "%s: longer than %zu bytes", path,
+				      max);
+	if (strlen(json_string_value(v)) != json_string_length(v))
+		return ciel_err_field(err, CIEL_EINVAL, path, "%s: must not contain NUL", path);
+	return 0;
 }
 
 static int check_object(json_t *obj, const struct jbody_field *fields, const char *prefix,
@@ -74,17 +89,28 @@ static int check_object(json_t *obj, const struct jbody_field *fields, const cha
 		if (json_is_null(v) && !f->required)
 			continue;
 		switch (f->type) {
-		case JB_STRING: {
-			size_t max = f->max_len ? f->max_len : 256;
-
+		case JB_STRING:
 			if (!json_is_string(v))
 				goto wrong_type;
-			if (json_string_length(v) > max)
+			if (check_string(v, f, path, err) < 0)
+				return -1;
+			break;
+		case JB_STRINGS: {
+			size_t i, max = f->max ? (size_t)f->max : 256;
+			json_t *item;
+
+			if (!json_is_array(v))
+				goto wrong_type;
+			if (json_array_size(v) > max)
 				return ciel_err_field(err, CIEL_EINVAL, path,
-						      "%s: longer than %zu bytes", path, max);
-			if (strlen(json_string_value(v)) != json_string_length(v))
-				return ciel_err_field(err, CIEL_EINVAL, path,
-						      "%s: must not contain NUL", path);
+						      "%s: more than %zu items", path, max);
+			json_array_foreach(v, i, item)
+			{
+				if (!json_is_string(item))
+					goto wrong_type;
+				if (check_string(item, f, path, err) < 0)
+					return -1;
+			}
 			break;
 		}
 		case JB_INT:

@@ -21,14 +21,15 @@
 #define JBODY_MAX_BYTES (1u << 20)
 #define JBODY_MAX_DEPTH 8
 
-enum jbody_type { JB_STRING = 1, JB_INT, JB_BOOL, JB_OBJECT, JB_SIZE };
+enum jbody_type { JB_STRING = 1, JB_INT, JB_BOOL, JB_OBJECT, JB_SIZE, JB_STRINGS };
 
 struct jbody_field {
 	const char *name;
 	enum jbody_type type;
 	int required;
-	size_t max_len;			  /* JB_STRING: max bytes (0 = 256) */
-	int64_t min, max;		  /* JB_INT / JB_SIZE: inclusive range (both 0 = >= 0) */
+	size_t max_len;			  /* JB_STRING(S): max bytes of a string (0 = 256) */
+	int64_t min, max;		  /* JB_INT / JB_SIZE: inclusive range (both 0 = >= 0);
+					   * JB_STRINGS: max = most items (0 = 256) */
 	const struct jbody_field *fields; /* JB_OBJECT: nested table, NULL-name terminated */
 };
 

@@ -1,15 +1,23 @@
 /*
- * ciel-agent — the per-node agent, minimal for now: join the region once
- * with a one-use token (POST /v1/nodes:join, unsigned), keep the node key it
- * gets in STATE/node.credentials (0600), then heartbeat with the node's
- * capacity every --heartbeat-s seconds, signed with that key (scope
- * "region"). Running workloads comes later.
+ * ciel-agent — the per-node agent. Joins the region once with a one-use
+ * token (POST /v1/nodes:join, unsigned), keeps the node key it gets in
+ * STATE/node.credentials (0600), then runs three threads:
+ *   - this one: a heartbeat with the node's capacity and the log server's
+ *     URL every --heartbeat-s seconds, signed with that key (scope "region");
+ *   - the reconcile loop (lib/agent/agent.h): placements in, containers
+ *     started/stopped/removed, status reports out;
+ *   - the log server (lib/agent/logsrv.h), libmicrohttpd's own thread.
+ * Subcommands: `shim` (the per-container process lib/oci starts; never typed
+ * by hand) and `teardown` (remove everything the node runs).
  *
  * Invariants: a node joins at most once per state directory (the token is
- * spent, the key is the node's identity from then on); the agent never
- * exits because the server is down, it retries with backoff; SIGTERM and
- * SIGINT end it with status 0. Signals are blocked except while sleeping,
- * so a request in flight always completes or times out cleanly.
+ * spent, the key is the node's identity from then on); the runtime and the
+ * node network are checked before the token is spent; the agent never exits
+ * because the server is down, it retries with backoff; SIGTERM and SIGINT
+ * end it with status 0, leaving the containers running for the next agent
+ * to adopt. Signals are blocked in every thread and let through only while
+ * this one sleeps, so a request in flight always completes or times out
+ * cleanly.
  */
 #include <curl/curl.h>
 #include <errno.h>
@@ -26,15 +34,21 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include "agent/agent.h"
+#include "agent/logsrv.h"
+#include "agent/teardown.h"
 #include "client/client.h"
 #include "client/profile.h"
+#include "oci/oci.h"
 #include "util/err.h"
 #include "util/log.h"
 
 #define BACKOFF_MAX_S 30
 
-struct agent {
+struct prog {
 	const char *endpoint, *ca_file, *zone, *name, *state, *token;
+	const char *runtime, *listen;
+	const char *agent_url; /* the log server's, sent with every heartbeat */
 	int heartbeat_s;
 	char creds[PATH_MAX];
 	char ca_abs[PROFILE_VALUE_MAX];
@@ -51,7 +65,7 @@ static void on_signal(int sig)
 }
 
 /* Sleep up to s seconds; returns early (and true) once a stop was asked. */
-static bool sleep_or_stop(struct agent *a, int s)
+static bool sleep_or_stop(struct prog *a, int s)
 {
 	struct timespec ts = {s, 0};
 
@@ -62,22 +76,30 @@ static bool sleep_or_stop(struct agent *a, int s)
 
 static void usage(FILE *f)
 {
-	fprintf(f, "Usage: ciel-agent --endpoint URL --zone ZONE --name NAME --state DIR [flags]\n"
-		   "\nJoin a ciel region as a node and report its capacity.\n"
-		   "\nFlags:\n"
-		   "  --endpoint URL        region API endpoint (https://HOST:PORT)\n"
-		   "  --ca-file FILE        region CA certificate (PEM)\n"
-		   "  --zone ZONE           zone this node belongs to\n"
-		   "  --name NAME           node name\n"
-		   "  --state DIR           state directory (node.credentials is kept here)\n"
-		   "  --token TOKEN         one-use join token (`ciel node token create`), needed\n"
-		   "                        only until the node has joined (env CIEL_JOIN_TOKEN)\n"
-		   "  --heartbeat-s N       seconds between heartbeats (default 5)\n"
-		   "  --log-level LEVEL     debug, info, warn, error (default info)\n"
-		   "  --help                show this help\n"
-		   "\nExample:\n"
-		   "  ciel-agent --endpoint https://10.0.0.1:7443 --ca-file ca.pem --zone az1 \\\n"
-		   "      --name node-1 --state /var/lib/ciel-agent --token TOKEN\n");
+	fprintf(f,
+		"Usage: ciel-agent --endpoint URL --zone ZONE --name NAME --state DIR [flags]\n"
+		"       ciel-agent teardown --state DIR --name NAME [--runtime R]\n"
+		"\nJoin a ciel region as a node, run the instances placed on it and report\n"
+		"their state and the node's capacity.\n"
+		"\nFlags:\n"
+		"  --endpoint URL        region API endpoint (https://HOST:PORT)\n"
+		"  --ca-file FILE        region CA certificate (PEM)\n"
+		"  --zone ZONE           zone this node belongs to\n"
+		"  --name NAME           node name\n"
+		"  --state DIR           state directory (node.credentials, instances, images)\n"
+		"  --token TOKEN         one-use join token (`ciel node token create`), needed\n"
+		"                        only until the node has joined (env CIEL_JOIN_TOKEN)\n"
+		"  --heartbeat-s N       seconds between heartbeats (default 5)\n"
+		"  --runtime R           auto, runc or crun (default auto, env CIEL_RUNTIME)\n"
+		"  --listen ADDR:PORT    log server address (default 127.0.0.1:0, any free port)\n"
+		"  --log-level LEVEL     debug, info, warn, error (default info)\n"
+		"  --help                show this help\n"
+		"\nCommands:\n"
+		"  teardown              remove every container, network object and cgroup of\n"
+		"                        the node (stop the agent first); exit 1 if some are left\n"
+		"\nExample:\n"
+		"  ciel-agent --endpoint https://10.0.0.1:7443 --ca-file ca.pem --zone az1 \\\n"
+		"      --name node-1 --state /var/lib/ciel-agent --token TOKEN\n");
 }
 
 static int64_t mem_total_bytes(void)
@@ -95,7 +117,7 @@ static int64_t mem_total_bytes(void)
 	return (int64_t)kb * 1024;
 }
 
-static json_t *capacity(const struct agent *a)
+static json_t *capacity(const struct prog *a)
 {
 	struct statvfs vfs;
 	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
@@ -108,18 +130,25 @@ static json_t *capacity(const struct agent *a)
 			 (json_int_t)disk);
 }
 
-static int client_for(struct agent *a, const struct profile *p, struct ciel_err *err)
+/* The client configuration for the region, signed with p's key if p is set. */
+static void fill_config(const struct prog *a, const struct profile *p, struct client_config *cfg)
 {
-	struct client_config cfg = {0};
+	memset(cfg, 0, sizeof(*cfg));
+	snprintf(cfg->endpoint, sizeof(cfg->endpoint), "%s", a->endpoint);
+	snprintf(cfg->ca_file, sizeof(cfg->ca_file), "%s", a->ca_abs);
+	if (p) {
+		snprintf(cfg->key_id, sizeof(cfg->key_id), "%s", p->key_id);
+		snprintf(cfg->secret, sizeof(cfg->secret), "%s", p->secret);
+		snprintf(cfg->scope, sizeof(cfg->scope), "%s", p->scope[0] ? p->scope : "region");
+	}
+}
+
+static int client_for(struct prog *a, const struct profile *p, struct ciel_err *err)
+{
+	struct client_config cfg;
 	int r;
 
-	snprintf(cfg.endpoint, sizeof(cfg.endpoint), "%s", a->endpoint);
-	snprintf(cfg.ca_file, sizeof(cfg.ca_file), "%s", a->ca_abs);
-	if (p) {
-		snprintf(cfg.key_id, sizeof(cfg.key_id), "%s", p->key_id);
-		snprintf(cfg.secret, sizeof(cfg.secret), "%s", p->secret);
-		snprintf(cfg.scope, sizeof(cfg.scope), "%s", p->scope[0] ? p->scope : "region");
-	}
+	fill_config(a, p, &cfg);
 	if (a->client.curl)
 		client_release(&a->client);
 	r = client_init(&a->client, &cfg, err);
@@ -138,7 +167,7 @@ static int next_backoff(int b)
 
 /* Join with the token and save the key; 0 on success, 1 if the server
  * refused for good (bad token, name taken), -1 if asked to stop. */
-static int join(struct agent *a, struct profile *p)
+static int join(struct prog *a, struct profile *p)
 {
 	struct client_response resp = {0};
 	struct ciel_err err;
@@ -207,7 +236,7 @@ out:
 	return ret;
 }
 
-static void heartbeat_loop(struct agent *a)
+static void heartbeat_loop(struct prog *a)
 {
 	struct client_response resp = {0};
 	struct ciel_err err;
@@ -221,7 +250,8 @@ static void heartbeat_loop(struct agent *a)
 	snprintf(path, sizeof(path), "/v1/nodes/%s:heartbeat", esc);
 	free(esc);
 	while (!stopping) {
-		json_t *body = json_pack("{s:o}", "capacity", capacity(a));
+		json_t *body =
+		    json_pack("{s:o, s:s?}", "capacity", capacity(a), "agent_url", a->agent_url);
 		int r = client_request(&a->client, "POST", path, NULL, body, &resp, &err);
 
 		json_decref(body);
@@ -259,7 +289,28 @@ static void heartbeat_loop(struct agent *a)
 	client_response_release(&resp);
 }
 
-static int parse_args(struct agent *a, int argc, char **argv)
+/* --log-level or CIEL_LOG_LEVEL; 0, or 2 (usage) if unknown. */
+static int set_log_level(const char *lvl)
+{
+	int l;
+
+	if (!lvl || !*lvl)
+		return 0;
+	l = log_parse_level(lvl);
+	if (l < 0) {
+		fprintf(stderr, "ciel-agent: usage: unknown log level '%s'\n", lvl);
+		return 2;
+	}
+	log_level = l;
+	return 0;
+}
+
+static bool runtime_valid(const char *r)
+{
+	return !strcmp(r, "auto") || !strcmp(r, "runc") || !strcmp(r, "crun");
+}
+
+static int parse_args(struct prog *a, int argc, char **argv)
 {
 	static const struct option longopts[] = {
 	    {"endpoint", required_argument, NULL, 'e'},
@@ -269,17 +320,21 @@ static int parse_args(struct agent *a, int argc, char **argv)
 	    {"state", required_argument, NULL, 's'},
 	    {"token", required_argument, NULL, 't'},
 	    {"heartbeat-s", required_argument, NULL, 'b'},
+	    {"runtime", required_argument, NULL, 'r'},
+	    {"listen", required_argument, NULL, 'L'},
 	    {"log-level", required_argument, NULL, 'l'},
 	    {"help", no_argument, NULL, 'h'},
 	    {0},
 	};
-	const char *lvl = getenv("CIEL_LOG_LEVEL");
+	const char *lvl = getenv("CIEL_LOG_LEVEL"), *rt = getenv("CIEL_RUNTIME");
 	char *end;
 	long v;
 	int c;
 
 	a->heartbeat_s = 5;
 	a->token = getenv("CIEL_JOIN_TOKEN");
+	a->runtime = rt && *rt ? rt : "auto";
+	a->listen = "127.0.0.1:0";
 	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'e':
@@ -299,6 +354,12 @@ static int parse_args(struct agent *a, int argc, char **argv)
 			break;
 		case 't':
 			a->token = optarg;
+			break;
+		case 'r':
+			a->runtime = optarg;
+			break;
+		case 'L':
+			a->listen = optarg;
 			break;
 		case 'l':
 			lvl = optarg;
@@ -330,28 +391,108 @@ static int parse_args(struct agent *a, int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
-	if (lvl && *lvl) {
-		int l = log_parse_level(lvl);
+	if (!agent_node_valid(a->name)) {
+		fprintf(stderr, "ciel-agent: usage: --name must be 1 to 63 characters of a-z, 0-9 "
+				"and '-', not starting with '-'\n");
+		return 2;
+	}
+	if (!runtime_valid(a->runtime)) {
+		fprintf(stderr, "ciel-agent: usage: --runtime must be auto, runc or crun\n");
+		return 2;
+	}
+	if (set_log_level(lvl))
+		return 2;
+	return -1;
+}
 
-		if (l < 0) {
-			fprintf(stderr, "ciel-agent: usage: unknown log level '%s'\n", lvl);
+/* `ciel-agent teardown --state DIR --name NODE [--runtime R]` */
+static int cmd_teardown(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+	    {"state", required_argument, NULL, 's'},   {"name", required_argument, NULL, 'n'},
+	    {"runtime", required_argument, NULL, 'r'}, {"log-level", required_argument, NULL, 'l'},
+	    {"help", no_argument, NULL, 'h'},	       {0},
+	};
+	const char *state = NULL, *name = NULL, *runtime = getenv("CIEL_RUNTIME");
+	const char *lvl = getenv("CIEL_LOG_LEVEL");
+	struct ciel_err err;
+	int c;
+
+	if (!runtime || !*runtime)
+		runtime = "auto";
+	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+		switch (c) {
+		case 's':
+			state = optarg;
+			break;
+		case 'n':
+			name = optarg;
+			break;
+		case 'r':
+			runtime = optarg;
+			break;
+		case 'l':
+			lvl = optarg;
+			break;
+		case 'h':
+			printf(
+			    "Usage: ciel-agent teardown --state DIR --name NAME [--runtime R]\n"
+			    "\nRemove every container, network object and cgroup of node NAME and\n"
+			    "DIR/instances. Stop the agent first. Exit 0 if all went, 1 if some\n"
+			    "things are left (named on stderr), 2 on a usage error.\n");
+			return 0;
+		default:
 			return 2;
 		}
-		log_level = l;
 	}
-	return -1;
+	if (optind < argc || !state || !name) {
+		fprintf(stderr, "ciel-agent: usage: teardown needs --state and --name\n");
+		return 2;
+	}
+	if (!agent_node_valid(name) || !runtime_valid(runtime)) {
+		fprintf(stderr, "ciel-agent: usage: bad --name or --runtime\n");
+		return 2;
+	}
+	if (set_log_level(lvl))
+		return 2;
+	if (teardown_node(state, name, runtime, stderr, &err) < 0) {
+		log_error("%s", err.msg);
+		return 1;
+	}
+	return 0;
+}
+
+/* The path of this very program, for the shims to run (`ciel-agent shim`). */
+static int self_exe(char *out, size_t size)
+{
+	ssize_t n = readlink("/proc/self/exe", out, size - 1);
+
+	if (n < 0 || (size_t)n >= size - 1)
+		return -1;
+	out[n] = '\0';
+	return 0;
 }
 
 int main(int argc, char **argv)
 {
-	struct agent a = {0};
+	struct prog a = {0};
 	struct profile *p = NULL;
+	struct agent *ag = NULL;
+	struct logsrv *ls = NULL;
+	struct client_config cc;
+	struct agent_config acfg;
 	struct sigaction sa = {0};
 	struct ciel_err err;
+	char exe[PATH_MAX];
 	sigset_t block;
 	int r, ret = 1;
 
+	/* the per-container shim lib/oci starts: argv as it was built there */
+	if (argc > 1 && !strcmp(argv[1], "shim"))
+		return oci_shim_main(argc, argv);
 	log_set_prog("ciel-agent");
+	if (argc > 1 && !strcmp(argv[1], "teardown"))
+		return cmd_teardown(argc - 1, argv + 1);
 	r = parse_args(&a, argc, argv);
 	if (r >= 0)
 		return r;
@@ -378,6 +519,10 @@ int main(int argc, char **argv)
 			return 1;
 		}
 	}
+	if (self_exe(exe, sizeof(exe)) < 0) {
+		log_error("cannot find this program's path: %s", strerror(errno));
+		return 1;
+	}
 
 	if (client_for(&a, NULL, &err) < 0) {
 		fprintf(stderr, "ciel-agent: usage: %s\n", err.msg);
@@ -385,6 +530,7 @@ int main(int argc, char **argv)
 	}
 	client_release(&a.client);
 
+	/* blocked here, before any thread exists, so every thread inherits it */
 	sa.sa_handler = on_signal;
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGTERM, &sa, NULL);
@@ -398,6 +544,13 @@ int main(int argc, char **argv)
 	sigdelset(&a.waitmask, SIGINT);
 
 	curl_global_init(CURL_GLOBAL_DEFAULT);
+	/* a node that cannot run containers must fail before it spends its token */
+	acfg = (struct agent_config){
+	    .node = a.name, .state = a.state, .runtime = a.runtime, .self_exe = exe};
+	if (agent_open(&ag, &acfg, &err) < 0) {
+		log_error("%s", err.msg);
+		goto out;
+	}
 	p = calloc(1, sizeof(*p));
 	if (!p) {
 		log_error("out of memory");
@@ -425,13 +578,35 @@ int main(int argc, char **argv)
 		log_error("%s", err.msg);
 		goto out;
 	}
+	{
+		struct logsrv_config lc = {.listen = a.listen,
+					   .state_dir = a.state,
+					   .key_id = p->key_id,
+					   .secret = p->secret};
+
+		if (logsrv_start(&ls, &lc, &err) < 0) {
+			log_error("%s", err.msg);
+			goto out;
+		}
+	}
+	a.agent_url = logsrv_url(ls);
+	fill_config(&a, p, &cc);
+	r = agent_start(ag, &cc, &err);
+	explicit_bzero(&cc, sizeof(cc));
 	explicit_bzero(p, sizeof(*p));
-	log_info("started node=%s zone=%s endpoint=%s heartbeat_s=%d", a.name, a.zone, a.endpoint,
-		 a.heartbeat_s);
+	if (r < 0) {
+		log_error("%s", err.msg);
+		goto out;
+	}
+	log_info("started node=%s zone=%s endpoint=%s heartbeat_s=%d runtime=%s agent_url=%s",
+		 a.name, a.zone, a.endpoint, a.heartbeat_s, agent_runtime_name(ag), a.agent_url);
 	heartbeat_loop(&a);
 	log_info("stopping node=%s", a.name);
 	ret = 0;
 out:
+	/* the reconcile thread first: it may be mid-request, the log server is idle */
+	agent_free(ag);
+	logsrv_stop(ls);
 	if (a.client.curl)
 		client_release(&a.client);
 	if (p) {

@@ -276,16 +276,16 @@ struct client *cli_client(struct cli *cli, bool need_key)
 	return &cli->client;
 }
 
-int cli_call_with(struct cli *cli, struct client *c, const char *method, const char *path,
-		  const char *query, const json_t *body, struct client_request_opts *ro,
-		  struct client_response *resp)
+int cli_report(struct cli *cli, struct client *c, int rc, const struct ciel_err *cerr,
+	       struct client_response *resp)
 {
 	struct ciel_err err;
 	char code[64], reason[64];
 
-	(void)cli;
-	if (client_request_ex(c, method, path, query, body, ro, resp, &err) < 0) {
-		cli_fail_err(&err);
+	cli->last_status = 0;
+	cli->last_code[0] = cli->last_field[0] = cli->last_message[0] = '\0';
+	if (rc < 0) {
+		cli_fail_err(cerr);
 		if (client_failed_connect(c))
 			cli_hint("is the region running? start one with `make up`");
 		else if (client_failed_tls(c))
@@ -297,6 +297,10 @@ int cli_call_with(struct cli *cli, struct client *c, const char *method, const c
 	if (resp->status >= 200 && resp->status < 300)
 		return 0;
 	client_response_error(resp, &err, code, sizeof(code), reason, sizeof(reason));
+	cli->last_status = resp->status;
+	snprintf(cli->last_code, sizeof(cli->last_code), "%s", code);
+	snprintf(cli->last_field, sizeof(cli->last_field), "%s", err.field);
+	snprintf(cli->last_message, sizeof(cli->last_message), "%s", err.msg);
 	fprintf(stderr, "ciel: %s: %s", code, err.msg);
 	if (err.field[0])
 		fprintf(stderr, " (field: %s)", err.field);
@@ -312,6 +316,105 @@ int cli_call_with(struct cli *cli, struct client *c, const char *method, const c
 			 c->cfg.profile);
 	client_response_release(resp);
 	return EXIT_FAIL;
+}
+
+int cli_call_with(struct cli *cli, struct client *c, const char *method, const char *path,
+		  const char *query, const json_t *body, struct client_request_opts *ro,
+		  struct client_response *resp)
+{
+	struct ciel_err err;
+	int rc = client_request_ex(c, method, path, query, body, ro, resp, &err);
+
+	return cli_report(cli, c, rc, &err, resp);
+}
+
+int cli_upload(struct cli *cli, const char *method, const char *path, const char *query,
+	       const char *file, client_progress_fn progress, void *arg,
+	       struct client_response *resp)
+{
+	struct client *c = cli_client(cli, true);
+	struct ciel_err err;
+	int rc;
+
+	if (!c)
+		return EXIT_FAIL;
+	rc = client_upload(c, method, path, query, file, progress, arg, resp, &err);
+	return cli_report(cli, c, rc, &err, resp);
+}
+
+/* Why v is not a valid image or instance name, or NULL (api_check_name). */
+static const char *cli_name_problem(const char *v)
+{
+	size_t n = strlen(v);
+
+	if (n < 2 || n > 31)
+		return "must be 2 to 31 characters";
+	if (v[0] < 'a' || v[0] > 'z')
+		return "must start with a lower-case letter (a-z)";
+	if (v[n - 1] == '-')
+		return "must not end with '-'";
+	for (size_t i = 0; i < n; i++)
+		if (!((v[i] >= 'a' && v[i] <= 'z') || (v[i] >= '0' && v[i] <= '9') || v[i] == '-'))
+			return "only a-z, 0-9 and '-' are allowed";
+	return NULL;
+}
+
+/* Whether w can stand in a shell command line without quotes. */
+static bool word_plain(const char *w)
+{
+	if (!*w)
+		return false;
+	for (; *w; w++)
+		if (!isalnum((unsigned char)*w) && !strchr("-_./=:,+@%", *w))
+			return false;
+	return true;
+}
+
+const char *cli_fmt_words(const json_t *arr, char *buf, size_t size)
+{
+	const json_t *v;
+	size_t i, len = 0;
+
+	buf[0] = '\0';
+	json_array_foreach(arr, i, v)
+	{
+		const char *w = json_string_value(v);
+
+		if (!w)
+			continue;
+		if (len && len + 1 < size)
+			buf[len++] = ' ';
+		if (word_plain(w)) {
+			for (; *w && len + 1 < size; w++)
+				buf[len++] = *w;
+		} else {
+			/* 'it'\''s': a quote closes, an escaped quote, a quote reopens */
+			if (len + 1 < size)
+				buf[len++] = '\'';
+			for (; *w && len + 1 < size; w++) {
+				if (*w == '\'' && len + 4 < size) {
+					memcpy(buf + len, "'\\''", 4);
+					len += 4;
+				} else if (*w != '\'') {
+					buf[len++] = *w;
+				}
+			}
+			if (len + 1 < size)
+				buf[len++] = '\'';
+		}
+		buf[len] = '\0';
+	}
+	return buf;
+}
+
+int cli_check_name(const char *what, const char *v)
+{
+	const char *problem = cli_name_problem(v);
+
+	if (!problem)
+		return 0;
+	return cli_fail("invalid_argument", "%s '%s': %s (names are " CLI_NAME_RULES ")", what, v,
+			problem);
 }
 
 int cli_call(struct cli *cli, const char *method, const char *path, const char *query,
@@ -558,4 +661,67 @@ out:
 	table_free(t);
 	client_response_release(&resp);
 	return ret;
+}
+
+void cli_status_init(struct cli_status *st)
+{
+	st->tty = isatty(STDERR_FILENO);
+	st->width = 0;
+}
+
+void cli_status(struct cli_status *st, const char *fmt, ...)
+{
+	char line[256];
+	va_list ap;
+	int n;
+
+	if (!st->tty)
+		return;
+	va_start(ap, fmt);
+	n = vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return;
+	if (n > (int)sizeof(line) - 1)
+		n = (int)sizeof(line) - 1;
+	/* pad over what is left of a longer line drawn before */
+	fprintf(stderr, "\r%s%*s", line, st->width > n ? st->width - n : 0, "");
+	if (n > st->width)
+		st->width = n;
+}
+
+void cli_status_clear(struct cli_status *st)
+{
+	if (st->tty && st->width)
+		fprintf(stderr, "\r%*s\r", st->width, "");
+	st->width = 0;
+}
+
+int cli_print_one(struct cli *cli, const json_t *obj, size_t ncols, const char *const *hdr,
+		  cli_row_fn fn)
+{
+	const char *row[CLI_MAX_COLS];
+	struct cells *cb;
+	struct table *t;
+
+	if (cli->output == OUT_JSON) {
+		out_json(obj);
+		return EXIT_OK;
+	}
+	cb = calloc(1, sizeof(*cb));
+	t = table_new(ncols, hdr);
+	if (cb && t) {
+		fn(obj, cb);
+		for (size_t i = 0; i < ncols; i++)
+			row[i] = cb->s[i];
+	}
+	if (!cb || !t || table_add(t, row) < 0) {
+		free(cb);
+		table_free(t);
+		return cli_fail("out_of_memory", "out of memory");
+	}
+	table_print(t, stdout, NULL);
+	table_free(t);
+	free(cb);
+	return EXIT_OK;
 }

@@ -31,6 +31,14 @@ struct cli {
 
 	bool client_ready;
 	struct client client;
+
+	/* the last failed call through cli_call*: HTTP status (0: no answer),
+	 * the error's code, field and message as sent, so a command can add
+	 * its own hint */
+	long last_status;
+	char last_code[64];
+	char last_field[64];
+	char last_message[512];
 };
 
 /* One flag of a command. A flag with a metavar takes a value (into *val),
@@ -84,7 +92,7 @@ struct group {
 int cli_group_main(struct cli *cli, const struct group *g, int argc, char **argv);
 
 extern const struct group group_tenant, group_key, group_principal, group_zone, group_node,
-    group_quota, group_audit, group_region;
+    group_quota, group_audit, group_region, group_image, group_instance;
 int cmd_up(struct cli *cli, int argc, char **argv);
 int cmd_down(struct cli *cli, int argc, char **argv);
 
@@ -103,6 +111,40 @@ int cli_call(struct cli *cli, const char *method, const char *path, const char *
 int cli_call_with(struct cli *cli, struct client *c, const char *method, const char *path,
 		  const char *query, const json_t *body, struct client_request_opts *ro,
 		  struct client_response *resp);
+
+/* How cli_call ends: rc and cerr from client_request_ex or client_upload made
+ * with c. 0 on a 2xx answer; else prints the error with a hint, fills
+ * cli->last_*, releases resp and returns EXIT_FAIL. For loops that must
+ * look at an answer (a 404 they wait for) before calling it a failure. */
+int cli_report(struct cli *cli, struct client *c, int rc, const struct ciel_err *cerr,
+	       struct client_response *resp);
+
+/* Like cli_call, sending the contents of file as the body (client_upload). */
+int cli_upload(struct cli *cli, const char *method, const char *path, const char *query,
+	       const char *file, client_progress_fn progress, void *arg,
+	       struct client_response *resp);
+
+#define CLI_NAME_RULES "2 to 31 characters of a-z, 0-9 and '-', starting with a letter"
+/* 0 if v is a valid image or instance name (the server's rules); else
+ * prints why as the server would ("invalid_argument": exit 1, not a usage
+ * error) and returns EXIT_FAIL. what names it: "image name", "--name". */
+int cli_check_name(const char *what, const char *v);
+
+/* The strings of a JSON array joined by spaces, each quoted for a POSIX
+ * shell where needed ("sh -c 'echo hi'"); truncated to size. Returns buf. */
+const char *cli_fmt_words(const json_t *arr, char *buf, size_t size);
+
+/* A one-line status on stderr, redrawn in place ("\r") when stderr is a
+ * terminal and silent when it is not, for progress that scripts and logs
+ * should not see line by line. */
+struct cli_status {
+	bool tty;
+	int width; /* widest line drawn since the last clear */
+};
+void cli_status_init(struct cli_status *st);
+void cli_status(struct cli_status *st, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Blank the line, so what is printed next starts on a clean one. */
+void cli_status_clear(struct cli_status *st);
 
 /* The global flags block of every help text. */
 void cli_print_global_flags(FILE *f);
@@ -156,5 +198,8 @@ struct cells {
 typedef void (*cli_row_fn)(const json_t *item, struct cells *cells);
 int cli_list(struct cli *cli, const char *path, const char *query, size_t ncols,
 	     const char *const *hdr, cli_row_fn fn, const char *no_rows);
+/* One object as a one-row table (or its JSON with --output json). */
+int cli_print_one(struct cli *cli, const json_t *obj, size_t ncols, const char *const *hdr,
+		  cli_row_fn fn);
 
 #endif

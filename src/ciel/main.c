@@ -33,6 +33,8 @@ static const struct entry {
     {"key", &group_key, NULL, NULL},
     {"principal", &group_principal, NULL, NULL},
     {"quota", &group_quota, NULL, NULL},
+    {"image", &group_image, NULL, NULL},
+    {"instance", &group_instance, NULL, NULL},
     {"audit", &group_audit, NULL, NULL},
 };
 
@@ -40,7 +42,7 @@ static void print_help(FILE *f)
 {
 	fprintf(f, "Usage: ciel [global flags] <command> [args] [flags]\n\n"
 		   "ciel is the client of a ciel region: tenants, access keys, zones, nodes, "
-		   "quotas and the audit trail.\n\nCommands:\n");
+		   "quotas, images, instances and the audit trail.\n\nCommands:\n");
 	for (size_t i = 0; i < sizeof(entries) / sizeof(entries[0]); i++)
 		fprintf(f, "  %-10s %s\n", entries[i].name,
 			entries[i].group ? entries[i].group->summary : entries[i].summary);
@@ -56,6 +58,10 @@ static void print_help(FILE *f)
 		"  ciel up\n"
 		"  ciel zone list\n"
 		"  ciel tenant create acme --save-profile acme\n"
+		"  ciel --profile acme image import alpine alpine-minirootfs.tar.gz\n"
+		"  ciel --profile acme instance run alpine --name clock --wait -- sh -c 'while "
+		"date; do sleep 5; done'\n"
+		"  ciel --profile acme instance logs clock --follow\n"
 		"  ciel --profile acme audit list\n");
 }
 

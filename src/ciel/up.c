@@ -8,7 +8,8 @@
  * while the region is up only reports it; after a crash it restarts what is
  * missing (agents that still hold node.credentials rejoin without a token).
  * down: SIGTERM what the pid files name (agents first, then cield), SIGKILL
- * after 5 s.
+ * after 5 s; after each agent, `ciel-agent teardown` removes what its node
+ * left on the machine (containers, namespaces, bridges, nft table, cgroups).
  *
  * Layout of DATA: cield.pid, cield.log, operator.credentials, pki/ca.pem,
  * agents/<zone>/{agent.pid,agent.log,node.credentials}.
@@ -614,26 +615,71 @@ out:
 struct stopped {
 	char what[96];
 	pid_t pid;
-	int sig; /* SIGTERM, SIGKILL, 0 = stale pid file */
+	int sig;      /* SIGTERM, SIGKILL, 0 = stale pid file */
+	int teardown; /* agents: 0 cleaned up, 1 teardown failed; -1 not run */
 };
 
-static void stop_one(const char *pidf, const char *comm, const char *what, struct stopped *out,
-		     size_t *n)
+/* Stop what pidf names; returns proc_stop's answer (-1: it could not be
+ * signalled and may still run), 0 if there was no pid to stop. */
+static int stop_one(const char *pidf, const char *comm, const char *what, struct stopped *out,
+		    size_t *n)
 {
 	pid_t pid = proc_read_pid(pidf);
 	int sig;
 
 	if (!pid) {
 		unlink(pidf);
-		return;
+		return 0;
 	}
 	sig = proc_stop(pid, comm, STOP_WAIT_MS);
 	snprintf(out[*n].what, sizeof(out[*n].what), "%s", what);
 	out[*n].pid = pid;
 	out[*n].sig = sig < 0 ? 0 : sig;
+	out[*n].teardown = -1;
 	(*n)++;
 	if (sig >= 0)
 		unlink(pidf);
+	return sig;
+}
+
+/*
+ * Once an agent is gone, remove what its node left on this machine:
+ * containers, network namespaces, bridges, the nft table, cgroups. An agent
+ * cleans up after its instances only while it runs, and one that was
+ * SIGKILLed or had crashed leaves them all behind. A failure is reported,
+ * not fatal: the rest of the region still has to stop. Returns 0 if the
+ * teardown succeeded.
+ */
+static int teardown_agent(const char *dir, const char *zone)
+{
+	char bin[PATH_MAX], log[PATH_MAX + 32], name[80];
+	struct ciel_err err;
+	int st;
+
+	pathf(log, sizeof(log), dir, "agent.log");
+	snprintf(name, sizeof(name), "node-%s", zone); /* as cmd_up names them */
+	proc_find("ciel-agent", bin, sizeof(bin));
+	{
+		char *argv[] = {bin,	     (char *)"teardown", (char *)"--state",
+				(char *)dir, (char *)"--name",	 name,
+				NULL};
+
+		st = proc_run(argv, log, &err);
+	}
+	if (st == 0)
+		return 0;
+	if (st < 0)
+		fprintf(stderr, "warning: node %s not cleaned up: %s\n", name, err.msg);
+	else
+		fprintf(stderr,
+			"warning: node %s not cleaned up: `%s teardown` failed (exit %d); see "
+			"%s\n",
+			name, bin, st, log);
+	fprintf(stderr,
+		"hint: its containers and network may be left over; remove them with `%s "
+		"teardown --state %s --name %s` (as root)\n",
+		bin, dir, name);
+	return 1;
 }
 
 int cmd_down(struct cli *cli, int argc, char **argv)
@@ -668,6 +714,7 @@ int cmd_down(struct cli *cli, int argc, char **argv)
 	d = opendir(agents);
 	while (d && (de = readdir(d)) && n < MAX_ZONES * 2) {
 		char what[96];
+		size_t k;
 
 		if (de->d_name[0] == '.')
 			continue;
@@ -675,7 +722,11 @@ int cmd_down(struct cli *cli, int argc, char **argv)
 		if (access(pidf, F_OK) != 0)
 			continue;
 		snprintf(what, sizeof(what), "ciel-agent %.64s", de->d_name);
-		stop_one(pidf, "ciel-agent", what, st, &n);
+		k = n;
+		if (stop_one(pidf, "ciel-agent", what, st, &n) >= 0 && n > k) {
+			snprintf(pidf, sizeof(pidf), "%s/%s", agents, de->d_name);
+			st[n - 1].teardown = teardown_agent(pidf, de->d_name);
+		}
 	}
 	if (d)
 		closedir(d);
@@ -685,13 +736,18 @@ int cmd_down(struct cli *cli, int argc, char **argv)
 	if (cli->output == OUT_JSON) {
 		json_t *j = json_pack("{s:s}", "data_dir", dir), *arr = json_array();
 
-		for (size_t i = 0; i < n; i++)
-			json_array_append_new(arr,
-					      json_pack("{s:s, s:i, s:s}", "what", st[i].what,
-							"pid", (int)st[i].pid, "result",
-							st[i].sig == SIGTERM   ? "stopped"
-							: st[i].sig == SIGKILL ? "killed"
-									       : "not_running"));
+		for (size_t i = 0; i < n; i++) {
+			json_t *p = json_pack("{s:s, s:i, s:s}", "what", st[i].what, "pid",
+					      (int)st[i].pid, "result",
+					      st[i].sig == SIGTERM   ? "stopped"
+					      : st[i].sig == SIGKILL ? "killed"
+								     : "not_running");
+
+			if (p && st[i].teardown >= 0)
+				json_object_set_new(p, "teardown",
+						    json_string(st[i].teardown ? "failed" : "ok"));
+			json_array_append_new(arr, p);
+		}
 		json_object_set_new(j, "processes", arr);
 		out_json(j);
 		json_decref(j);
@@ -708,6 +764,8 @@ int cmd_down(struct cli *cli, int argc, char **argv)
 		else
 			printf("%s (pid %d) was not running; removed its pid file\n", st[i].what,
 			       (int)st[i].pid);
+		if (st[i].teardown == 0)
+			printf("removed the containers and network of %s\n", st[i].what);
 	}
 	return EXIT_OK;
 }

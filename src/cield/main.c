@@ -213,6 +213,8 @@ static int cmd_serve(void)
 		nanosleep(&ts, NULL);
 		if (++ticks % 5 == 0 && audit_tick(a.audit, &err) < 0)
 			log_warn("audit checkpoint failed err=%s", err.msg);
+		if (ticks % 10 == 0)
+			compute_sweep(&a);
 	}
 	log_info("stopping");
 	http_stop(srv);

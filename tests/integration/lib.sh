@@ -103,3 +103,27 @@ sreq() {
 }
 # Request reusing the exact headers of the previous sreq (a replay).
 cred() { sed -n "s/^$1 *= *//p" "$2" | head -1; }
+
+# A busybox root filesystem as a tarball (the image the instance tests run).
+mk_busybox_tar() { # out.tar
+	local root=$T/bbroot
+	rm -rf "$root"; mkdir -p "$root/bin" "$root/etc" "$root/tmp"
+	cp /bin/busybox "$root/bin/busybox"
+	for a in $(/bin/busybox --list); do
+		[ "$a" = busybox ] || ln -s busybox "$root/bin/$a"
+	done
+	echo "root:x:0:0:root:/root:/bin/sh" >"$root/etc/passwd"
+	tar -C "$root" -cf "$1" .
+}
+
+# Wait until `ciel ... instance show NAME` has .state in the given set (regex).
+wait_state() { # profile name regex [seconds]
+	local i st
+	for i in $(seq $((${4:-30} * 5))); do
+		st=$(ciel --profile "$1" instance show "$2" --output json 2>/dev/null | jq -r .state)
+		[[ "$st" =~ ^($3)$ ]] && return 0
+		sleep 0.2
+	done
+	echo "instance $2 state: $st, wanted $3" >&2
+	return 1
+}

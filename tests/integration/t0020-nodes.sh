@@ -48,4 +48,11 @@ check "a node key cannot list tenants (403)" test "$(sreq "$NK" "$NS" region GET
 echo '{}' >"$T/hb.json"
 check "a node cannot heartbeat for another node (403)" test "$(sreq "$NK" "$NS" region POST /v1/nodes/node-az1:heartbeat "" "$T/hb.json" | cut -d' ' -f1)" = 403
 check "joins and heartbeats are in the region chain" test "$(body "$OK" "$OS" region GET /v1/audit "action=node.&limit=1000" - | jq '[.items[]|select(.action=="node.join" and .status==201)]|length')" -ge 1
+for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
+PIDS=()
+for d in "$T"/agent-*/; do
+	z=$(basename "$d"); z=${z#agent-}
+	[ -f "$d/node.credentials" ] || continue
+	check "teardown of node-$z removes what it made" "$CIEL_BIN/ciel-agent" teardown --state "$d" --name "node-$z"
+done
 finish

@@ -16,6 +16,7 @@ static const struct jbody_field fields[] = {
     {.name = "name", .type = JB_STRING, .required = 1, .max_len = 8},
     {.name = "enabled", .type = JB_BOOL},
     {.name = "capacity", .type = JB_OBJECT, .fields = cap},
+    {.name = "command", .type = JB_STRINGS, .max_len = 4, .max = 2},
     {0},
 };
 
@@ -40,6 +41,23 @@ static void test_ok(void **st)
 	/* the size string is normalised to bytes for callers */
 	assert_int_equal(jbody_int(json_object_get(o, "capacity"), "memory_bytes", 0), 64 << 20);
 	json_decref(o);
+}
+
+static void test_string_arrays(void **st)
+{
+	struct ciel_err err = {0};
+
+	(void)st;
+	assert_int_equal(parse("{\"name\":\"a\",\"command\":[\"sh\",\"-c\"]}", &err), 0);
+	assert_int_equal(parse("{\"name\":\"a\",\"command\":\"sh\"}", &err), -1);
+	assert_string_equal(err.field, "command");
+	assert_non_null(strstr(err.msg, "array of strings"));
+	assert_int_equal(parse("{\"name\":\"a\",\"command\":[\"sh\",1]}", &err), -1);
+	assert_string_equal(err.field, "command");
+	assert_int_equal(parse("{\"name\":\"a\",\"command\":[\"a\",\"b\",\"c\"]}", &err), -1);
+	assert_non_null(strstr(err.msg, "more than 2 items"));
+	assert_int_equal(parse("{\"name\":\"a\",\"command\":[\"toolong\"]}", &err), -1);
+	assert_non_null(strstr(err.msg, "longer than 4"));
 }
 
 static void test_errors_name_the_field(void **st)
@@ -105,6 +123,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_ok),
 	    cmocka_unit_test(test_errors_name_the_field),
+	    cmocka_unit_test(test_string_arrays),
 	    cmocka_unit_test(test_sizes),
 	    cmocka_unit_test(test_too_big),
 	};

@@ -1,0 +1,89 @@
+/*
+ * agent — the node's reconcile loop: watch the placements the region wants
+ * on this node, make them real as OCI containers, and report what they do.
+ *
+ *   GET  /v1/nodes/{node}/placements?after=REV&wait_ms=N   the wanted set (long poll)
+ *   GET  /v1/blobs/{digest}                                image layers (lib/agent/fetch.h)
+ *   POST /v1/nodes/{node}/status                           what happened, per instance
+ *
+ * On the node, per instance (tenant T, name N, container id "T-N"):
+ *   STATE/instances/T/N/       the oci instance directory (lib/oci/oci.h)
+ *   STATE/instances/T/N.json   {"placement": the placement last acted on,
+ *                               "report": the last report the region accepted,
+ *                               "restarts": N, "fail": "why the last start failed"}
+ * and, shared: STATE/blobs (layer blobs), STATE/images/<hex> (unpacked
+ * images), STATE/runtime (the OCI runtime's --root); cgroups under
+ * "ciel/<node>"; the network per tenant from lib/net.
+ *
+ * Invariants:
+ * - Restarting the agent adopts what runs: the shims and containers live on
+ *   without it, status.json says what they are, N.json says which placement
+ *   they came from, so nothing is started twice and nothing is left behind.
+ * - A report is derived from what is observed (and the placement), sent
+ *   when it differs from the last one the region accepted, and retried on
+ *   the next pass until it is accepted: a restart of either side neither
+ *   loses a report nor repeats one.
+ * - Local instances without a placement (moved elsewhere while this node was
+ *   away) are removed, but only once a placement list has actually been
+ *   received: an unreachable region never empties a node.
+ * - All container and network work happens on the one reconcile thread, so
+ *   operations on an instance never race; children are reaped there too,
+ *   between operations, never under another waitpid.
+ */
+#ifndef CIEL_AGENT_H
+#define CIEL_AGENT_H
+
+#include "client/client.h"
+#include "util/err.h"
+
+#define AGENT_STOP_GRACE_MS 10000 /* SIGTERM to SIGKILL on a stop */
+#define AGENT_PIDS_MAX 1024
+
+struct agent;
+
+struct agent_config {
+	const char *node;     /* this node's name */
+	const char *state;    /* state directory */
+	const char *runtime;  /* "auto", "runc" or "crun" */
+	const char *self_exe; /* the program the shims run as (`ciel-agent shim ...`) */
+};
+
+/* True if s is a valid tenant or instance name (api_check_name's rules). */
+int agent_name_valid(const char *s);
+/*
+ * The name this node's objects carry on the host (cgroup parent, nftables
+ * table, bridges): the node name plus a hash of the state directory's real
+ * path. Node names are unique in a region, not on a machine: two regions on
+ * one host (a test beside `make up`) both have a "node-az1", and one's
+ * teardown must not remove the other's network.
+ */
+void agent_host_id(const char *state, const char *node, char *out, size_t size);
+
+/* True if s is a valid node name (the join route's rules: 1-63 of [a-z0-9-], not '-' first). */
+int agent_node_valid(const char *s);
+
+/*
+ * Find the OCI runtime (root STATE/runtime, cgroup parent "ciel/<node>"),
+ * set up the node's network table, create the state subdirectories. Nothing
+ * is contacted. *out is freed by agent_free.
+ */
+int agent_open(struct agent **out, const struct agent_config *cfg, struct ciel_err *err);
+
+/* "runc" or "crun": the runtime agent_open found. */
+const char *agent_runtime_name(const struct agent *a);
+
+/*
+ * Start the reconcile thread, with a client of its own for cc (copied, the
+ * secret wiped by agent_free). The thread adopts what STATE/instances holds,
+ * then loops until agent_stop.
+ */
+int agent_start(struct agent *a, const struct client_config *cc, struct ciel_err *err);
+
+/* Ask the reconcile thread to stop and wait for it (at most the operation in
+ * progress plus one long poll). Containers keep running. */
+void agent_stop(struct agent *a);
+
+/* Stop if needed and free. NULL is a no-op. */
+void agent_free(struct agent *a);
+
+#endif
