@@ -402,6 +402,28 @@ static void print_next_steps(void)
 	       "  ciel --profile acme audit list\n");
 }
 
+/* False if an agent this region started has a pid file but no process. */
+static bool agents_alive(const struct up_opts *o)
+{
+	char dir[PATH_MAX], pidf[PATH_MAX + 300];
+	struct dirent *de;
+	bool alive = true;
+	DIR *d;
+
+	pathf(dir, sizeof(dir), o->data, "agents");
+	d = opendir(dir);
+	while (d && alive && (de = readdir(d))) {
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(pidf, sizeof(pidf), "%s/%s/agent.pid", dir, de->d_name);
+		if (access(pidf, F_OK) == 0 && !proc_alive(proc_read_pid(pidf), "ciel-agent"))
+			alive = false;
+	}
+	if (d)
+		closedir(d);
+	return alive;
+}
+
 static int report_already_up(struct cli *cli, const struct up_opts *o, pid_t pid)
 {
 	struct profile *p = calloc(1, sizeof(*p));
@@ -555,13 +577,16 @@ int cmd_up(struct cli *cli, int argc, char **argv)
 
 	pathf(pidf, sizeof(pidf), o.data, "cield.pid");
 	pid = proc_read_pid(pidf);
-	if (proc_alive(pid, "cield"))
-		return report_already_up(cli, &o, pid);
-	if (pid)
-		unlink(pidf); /* stale: the machine rebooted or cield crashed */
-
-	if ((r = start_cield(&o, &pid, &ready_ms)) != 0)
-		return r;
+	if (proc_alive(pid, "cield")) {
+		/* up already, unless an agent died: then restart what is missing */
+		if (o.no_agents || agents_alive(&o))
+			return report_already_up(cli, &o, pid);
+	} else {
+		if (pid)
+			unlink(pidf); /* stale: the machine rebooted or cield crashed */
+		if ((r = start_cield(&o, &pid, &ready_ms)) != 0)
+			return r;
+	}
 
 	op = calloc(1, sizeof(*op));
 	ag = calloc(MAX_ZONES, sizeof(*ag));
