@@ -29,7 +29,7 @@ static const char *fmt_size(int64_t bytes, char *buf, size_t size)
 	char b[32];
 
 	fmt_bytes(bytes, b, sizeof(b));
-	snprintf(buf, size, "%sB", b);
+	snprintf(buf, size, "%.30sB", b);
 	return buf;
 }
 

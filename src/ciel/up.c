@@ -682,7 +682,7 @@ static int teardown_agent(const char *dir, const char *zone)
 	int st;
 
 	pathf(log, sizeof(log), dir, "agent.log");
-	snprintf(name, sizeof(name), "node-%s", zone); /* as cmd_up names them */
+	snprintf(name, sizeof(name), "node-%.64s", zone); /* as cmd_up names them */
 	proc_find("ciel-agent", bin, sizeof(bin));
 	{
 		char *argv[] = {bin,	     (char *)"teardown", (char *)"--state",
