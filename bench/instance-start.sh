@@ -56,6 +56,7 @@ cp -a "$root" "$bundle/rootfs"
 (cd "$bundle" && runc spec)
 jq '.process.terminal=false | .process.args=["sleep","3600"] | .root.readonly=false' \
 	"$bundle/config.json" >"$bundle/c.json" && mv "$bundle/c.json" "$bundle/config.json"
+# (kept running until all are sampled, then deleted, as bench-instance does)
 samples=()
 for i in $(seq "$COUNT"); do
 	t0=$(date +%s%N)
@@ -63,6 +64,8 @@ for i in $(seq "$COUNT"); do
 		>/dev/null 2>&1 </dev/null
 	t1=$(date +%s%N)
 	samples+=($(((t1 - t0) / 1000)))
+done
+for i in $(seq "$COUNT"); do
 	runc --root "$tmp/rawroot" delete --force "raw-$i" >/dev/null 2>&1
 done
 sorted=$(printf '%s\n' "${samples[@]}" | sort -n)

@@ -454,7 +454,7 @@ static int start_inst(struct agent *a, struct inst *in, const json_t *p)
 	char root[PATH_MAX], tdir[PATH_MAX], **argv = NULL, **env = NULL;
 	const char *addr = jbody_str(p, "address", NULL), *cwd = jbody_str(p, "cwd", NULL);
 	const struct inst *other = id_taken(a, in);
-	int64_t t0 = ts_mono_ms();
+	int64_t t0 = ts_mono_ms(), t_image = t0, t_net = t0, t_prep = t0, t_start = t0;
 	pid_t pid = 0;
 	size_t nl = 0;
 	int ret = -1;
@@ -479,6 +479,7 @@ static int start_inst(struct agent *a, struct inst *in, const json_t *p)
 	}
 	/* the operator allowed setuid files at import; the node checks again either way */
 	io.allow_setuid = json_is_true(json_object_get(p, "allow_setuid"));
+	t_image = ts_mono_ms();
 	if (fetch_image(&a->client, a->blobs, a->images, jbody_str(p, "image_digest", ""), layers,
 			nl, &io, root, sizeof(root), &err) < 0) {
 		if (err.code == CIEL_EUNAVAIL) {
@@ -498,6 +499,7 @@ static int start_inst(struct agent *a, struct inst *in, const json_t *p)
 		goto out;
 	}
 	spec.netns = NULL;
+	t_net = ts_mono_ms();
 	if (addr && *addr) {
 		if (net_attach(a->host_id, in->tenant, in->name, addr, &nn, &err) < 0) {
 			set_fail(in, "network: %s", err.msg);
@@ -518,18 +520,24 @@ static int start_inst(struct agent *a, struct inst *in, const json_t *p)
 	spec.cpu_millis = jbody_int(p, "cpu_millis", 0);
 	spec.memory_bytes = jbody_int(p, "memory_bytes", 0);
 	spec.pids_max = AGENT_PIDS_MAX;
+	t_prep = ts_mono_ms();
 	if (oci_prepare(&a->rt, &spec, &err) < 0) {
 		set_fail(in, "prepare: %s", err.msg);
 		goto out;
 	}
+	t_start = ts_mono_ms();
 	if (oci_start(&a->rt, a->self_exe, &spec, START_TIMEOUT_MS, &pid, &err) < 0) {
 		set_fail(in, "%s", err.msg);
 		goto out;
 	}
 	in->fail[0] = '\0';
 	in->started_ms = ts_mono_ms();
-	log_info("instance started tenant=%s name=%s generation=%" PRId64 " pid=%d ms=%" PRId64,
-		 in->tenant, in->name, gen_of(p), (int)pid, ts_mono_ms() - t0);
+	/* where a start's time goes, so a slow one can be told apart */
+	log_info("instance started tenant=%s name=%s generation=%" PRId64 " pid=%d ms=%" PRId64
+		 " image_ms=%" PRId64 " net_ms=%" PRId64 " prepare_ms=%" PRId64
+		 " runtime_ms=%" PRId64,
+		 in->tenant, in->name, gen_of(p), (int)pid, ts_mono_ms() - t0, t_net - t_image,
+		 t_prep - t_net, t_start - t_prep, in->started_ms - t_start);
 	ret = 0;
 out:
 	strv_free(argv);

@@ -696,14 +696,14 @@ static json_t *build_resources(const struct oci_spec *s, int v2)
 			json_object_set_new(mem, "swap", json_integer(s->memory_bytes));
 		json_object_set_new(r, "memory", mem);
 	}
-	if (s->cpu_millis) {
-		/* the kernel refuses a quota under 1 ms per period */
-		int64_t quota = s->cpu_millis * 100 < 1000 ? 1000 : s->cpu_millis * 100;
-
-		json_object_set_new(r, "cpu",
-				    json_pack("{s:I, s:I}", "quota", (json_int_t)quota, "period",
-					      (json_int_t)100000));
-	}
+	/*
+	 * No CPU quota here: `runc init` runs inside the container's cgroup
+	 * until it execs the command, and a 0.1 CPU quota made that Go program
+	 * (and so the start) several times slower. The shim writes the quota
+	 * into the cgroup right after `start` and before it reports running.
+	 */
+	if (s->cpu_millis)
+		json_object_set_new(r, "cpu", json_pack("{s:I}", "period", (json_int_t)100000));
 	return r;
 }
 
@@ -1064,14 +1064,21 @@ static pid_t spawn_shim(const char *self_exe, char *const argv[], struct ciel_er
 int oci_start(const struct oci_runtime *rt, const char *self_exe, const struct oci_spec *s,
 	      int timeout_ms, pid_t *pid, struct ciel_err *err)
 {
-	char dir[PATH_MAX], path[PATH_MAX], cg[PATH_MAX];
+	char dir[PATH_MAX], path[PATH_MAX], cg[PATH_MAX], quota[24];
 	/* clang-format off */
 	char *argv[] = {(char *)"ciel-agent", (char *)"shim", (char *)"--runtime-bin",
 			(char *)rt->bin, (char *)"--root", (char *)rt->root, (char *)"--id",
-			(char *)s->id, (char *)"--dir", dir, (char *)"--cgroup", cg, NULL};
+			(char *)s->id, (char *)"--dir", dir, (char *)"--cgroup", cg,
+			(char *)"--cpu-quota", quota, NULL};
 	/* clang-format on */
 	int64_t deadline = ts_mono_ms() + timeout_ms;
 	int ws = 0, missing, ret = -1;
+
+	/* µs per 100 ms period; the kernel refuses a quota under 1 ms */
+	snprintf(quota, sizeof(quota), "%lld",
+		 s->cpu_millis <= 0	      ? 0LL
+		 : s->cpu_millis * 100 < 1000 ? 1000LL
+					      : (long long)s->cpu_millis * 100);
 	json_t *st;
 	pid_t kid;
 

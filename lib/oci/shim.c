@@ -49,11 +49,12 @@
 
 struct shim {
 	const char *bin, *root, *id, *dir, *cgroup;
-	int sfd;	   /* signalfd for SIGCHLD */
-	int out_r;	   /* the container's stdout+stderr pipe; -1 after EOF */
-	int log_fd;	   /* DIR/log, append-only */
-	int64_t log_size;  /* bytes in DIR/log */
-	int64_t log_start; /* stream offset of DIR/log's first byte */
+	long long cpu_quota_us; /* per 100 ms; 0 = none (see oci.c: not in config.json) */
+	int sfd;		/* signalfd for SIGCHLD */
+	int out_r;		/* the container's stdout+stderr pipe; -1 after EOF */
+	int log_fd;		/* DIR/log, append-only */
+	int64_t log_size;	/* bytes in DIR/log */
+	int64_t log_start;	/* stream offset of DIR/log's first byte */
 	pid_t init;
 	int init_done, init_ws;
 	char started[TS_RFC3339_LEN];
@@ -81,6 +82,8 @@ static int shim_args(struct shim *sh, int argc, char **argv)
 			sh->dir = v;
 		else if (!strcmp(k, "--cgroup"))
 			sh->cgroup = v;
+		else if (!strcmp(k, "--cpu-quota"))
+			sh->cpu_quota_us = strtoll(v, NULL, 10);
 		else
 			return -1;
 	}
@@ -362,6 +365,39 @@ static int shim_start(struct shim *sh, char *why, size_t why_len)
 	return -1;
 }
 
+static int write_file(const char *path, const char *text)
+{
+	int fd = open(path, O_WRONLY | O_CLOEXEC), ok;
+
+	if (fd < 0)
+		return -1;
+	ok = write(fd, text, strlen(text)) == (ssize_t)strlen(text);
+	close(fd);
+	return ok ? 0 : -1;
+}
+
+/* The CPU quota, written once the command runs (v1 cpu.cfs_quota_us, v2 cpu.max). */
+static int cpu_limit(const struct shim *sh, char *why, size_t n)
+{
+	char path[PATH_MAX], text[64];
+
+	if (sh->cpu_quota_us <= 0)
+		return 0;
+	snprintf(text, sizeof(text), "%lld", sh->cpu_quota_us);
+	snprintf(path, sizeof(path), "/sys/fs/cgroup/cpu%s/cpu.cfs_quota_us", sh->cgroup);
+	if (access(path, F_OK) == 0) {
+		if (write_file(path, text) == 0)
+			return 0;
+	} else {
+		snprintf(path, sizeof(path), "/sys/fs/cgroup%s/cpu.max", sh->cgroup);
+		snprintf(text, sizeof(text), "%lld 100000", sh->cpu_quota_us);
+		if (write_file(path, text) == 0)
+			return 0;
+	}
+	snprintf(why, n, "cannot set the CPU limit in %.300s: %s", path, strerror(errno));
+	return -1;
+}
+
 /* The cgroup's OOM-kill count (v1 memory.oom_control, v2 memory.events) > 0. */
 static int oom_killed(const struct shim *sh)
 {
@@ -459,6 +495,12 @@ int oci_shim_main(int argc, char **argv)
 	}
 	if (shim_create(&sh, why, sizeof(why)) < 0 || shim_start(&sh, why, sizeof(why)) < 0) {
 		runtime_delete(&sh); /* kills an init that was created but never started */
+		reap(&sh);
+		shim_status_failed(&sh, why);
+		goto out;
+	}
+	if (cpu_limit(&sh, why, sizeof(why)) < 0) {
+		runtime_delete(&sh);
 		reap(&sh);
 		shim_status_failed(&sh, why);
 		goto out;
