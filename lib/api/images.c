@@ -82,7 +82,8 @@ static int image_key(struct api_req *r, const char *name, char *key, size_t size
 	return 0;
 }
 
-static json_t *image_doc(const char *name, const struct image_info *info, int public)
+static json_t *image_doc(const char *name, const struct image_info *info, int public,
+			 int allow_setuid)
 {
 	char now[TS_RFC3339_LEN];
 	json_t *layers = json_array();
@@ -92,11 +93,11 @@ static json_t *image_doc(const char *name, const struct image_info *info, int pu
 				      json_pack("{s:s, s:I}", "digest", info->layers[i].digest,
 						"size", (json_int_t)info->layers[i].size));
 	ts_format(ts_now_ms(), now);
-	return json_pack("{s:s, s:s, s:s, s:I, s:I, s:o, s:o, s:s, s:b}", "name", name, "digest",
-			 info->digest, "format", info->format, "size", (json_int_t)info->size,
-			 "unpacked", (json_int_t)info->unpacked, "layers", layers, "config",
-			 info->config ? json_incref(info->config) : json_object(), "created", now,
-			 "public", public);
+	return json_pack("{s:s, s:s, s:s, s:I, s:I, s:o, s:o, s:s, s:b, s:b}", "name", name,
+			 "digest", info->digest, "format", info->format, "size",
+			 (json_int_t)info->size, "unpacked", (json_int_t)info->unpacked, "layers",
+			 layers, "config", info->config ? json_incref(info->config) : json_object(),
+			 "created", now, "public", public, "allow_setuid", allow_setuid);
 }
 
 static int h_image_import(struct api *a, struct api_req *r, struct api_resp *resp,
@@ -131,7 +132,7 @@ static int h_image_import(struct api *a, struct api_req *r, struct api_resp *res
 	blobs_dir(a, blobs, sizeof(blobs));
 	if (image_import(r->body_file, blobs, &opts, &info, err) < 0)
 		goto out;
-	doc = image_doc(r->params[0], &info, public);
+	doc = image_doc(r->params[0], &info, public, opts.allow_setuid);
 	val = doc ? json_dumps(doc, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
 	if (!val) {
 		ciel_err_set(err, CIEL_ENOMEM, "out of memory");

@@ -73,7 +73,7 @@ static json_t *placement_of(const json_t *inst)
 {
 	static const char *const keep[] = {
 	    "tenant", "name", "generation", "desired", "image_digest", "layers",  "command",
-	    "env",    "cwd",  "cpu_millis", "address", "memory_bytes", "restart",
+	    "env",    "cwd",  "cpu_millis", "address", "memory_bytes", "restart", "allow_setuid",
 	};
 	json_t *p = json_object();
 
@@ -534,6 +534,9 @@ static int h_instance_run(struct api *a, struct api_req *r, struct api_resp *res
 		ciel_err_set(err, CIEL_ENOMEM, "out of memory");
 		goto out;
 	}
+	/* the operator allowed setuid files at import: the node must know to keep them */
+	if (json_is_true(json_object_get(img, "allow_setuid")))
+		json_object_set_new(inst, "allow_setuid", json_true());
 	if (inst_ops_build(&io, inst, STORE_ABSENT, NULL, err) < 0)
 		goto out;
 	io.ops[1].expect_rev = STORE_ABSENT;

@@ -114,13 +114,20 @@ ln -sf /etc/passwd "$T/evil/link" && echo y >"$T/evil/g"
 tar -C "$T/evil" -cf "$T/evil2.tar" --transform 's|^link$|../x|' link 2>/dev/null
 expect_exit 1 "a link escaping the root is refused" A image import evil2 "$T/evil2.tar"
 check "nothing new in blobs/" test "$(nblobs)" = "$before"
+chmod 4755 "$T/bbroot/bin/busybox" && tar -C "$T/bbroot" -cf "$T/suid.tar" . && chmod 0755 "$T/bbroot/bin/busybox"
+expect_exit 1 "a tenant's image with a setuid file is refused" A image import suid "$T/suid.tar"
+check "the refusal says setuid" grep -qi setuid "$T/err"
+expect_exit 0 "the operator may publish it with --allow-setuid" ciel image import suid "$T/suid.tar" --public --allow-setuid
+A instance run suid --name suid -- ls -l /bin/busybox >/dev/null 2>&1
+check "an instance of it runs" wait_state acme suid exited 20
+check "with the setuid bit kept on the node" bash -c "ciel --profile acme instance logs suid | grep -q '^-rws'"
 
 # stop, start, delete
 expect_exit 0 "stop web-1" A instance stop web-1 --wait
 check "web-1 is stopped" wait_state acme web-1 "stopped|exited" 20
 expect_exit 0 "start web-1 again" A instance start web-1 --wait
 check "web-1 runs again" wait_state acme web-1 running 20
-for n in web-1 web-2 web-3 srv peer hog peek three; do
+for n in web-1 web-2 web-3 srv peer hog peek three suid; do
 	A instance delete "$n" --wait >/dev/null 2>&1
 done
 B instance delete spy --wait >/dev/null 2>&1
