@@ -14,7 +14,7 @@
  *   DIR/shim.pid      the shim's pid
  *
  * A shim process per container (oci_shim_main, run by `ciel-agent shim`)
- * does `runtime create` + `start` as a child subreaper, so it is the parent
+ * does `runtime run -d` as a child subreaper, so it is the parent
  * of the container's init: it gets the real exit status, records an OOM
  * kill from the cgroup before `runtime delete`, and keeps the log bounded.
  * The agent can restart at any time; the shim and the container carry on,
