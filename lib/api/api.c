@@ -267,7 +267,12 @@ static int unauth(struct api_req *r, struct ciel_err *err, const char *reason, c
 	return -1;
 }
 
-static int authenticate(struct api *a, struct api_req *r, struct ciel_err *err)
+/*
+ * precheck: for an upload whose body has not arrived yet, trust the claimed
+ * body hash and leave the replay cache alone; the whole request is checked
+ * again, replay included, once the body is in (api_upload_precheck).
+ */
+static int authenticate(struct api *a, struct api_req *r, int precheck, struct ciel_err *err)
 {
 	char key[16 + SIGN_KEY_ID_MAX], sig[65], body_sha[65];
 	unsigned char *secret = NULL;
@@ -309,7 +314,10 @@ static int authenticate(struct api *a, struct api_req *r, struct ciel_err *err)
 		    r, err, "date_skew",
 		    "x-ciel-date: %s is before this server started; sign the request again",
 		    r->h_date);
-	if (r->body_file)
+	if (precheck)
+		snprintf(body_sha, sizeof(body_sha), "%.64s",
+			 r->h_content_sha256 ? r->h_content_sha256 : "");
+	else if (r->body_file)
 		snprintf(body_sha, sizeof(body_sha), "%s", r->body_sha256 ? r->body_sha256 : "");
 	else
 		enc_sha256_hex(r->body, r->body_len, body_sha);
@@ -356,7 +364,7 @@ static int authenticate(struct api *a, struct api_req *r, struct ciel_err *err)
 		       "check the secret, the clock and the Host header");
 		goto out;
 	}
-	if (sign_replay_check(a->replay, au.signature, date, now, err) < 0) {
+	if (!precheck && sign_replay_check(a->replay, au.signature, date, now, err) < 0) {
 		r->reason = err->code == CIEL_EUNAUTH ? "replayed" : NULL;
 		goto out;
 	}
@@ -510,6 +518,29 @@ json_t *api_load_json(struct api *a, const char *key, int64_t *mod_rev, struct c
 	return j;
 }
 
+int api_upload_precheck(struct api *a, struct api_req *r, struct ciel_err *err)
+{
+	struct api_resp resp = {0};
+	const struct api_route *rt;
+	int ret = -1;
+
+	if (url_decode(r->raw_path, strlen(r->raw_path), r->path, sizeof(r->path)) < 0 ||
+	    parse_query(r, err) < 0 || route(r, &resp, err) < 0)
+		goto out;
+	rt = routes[r->route];
+	if (authenticate(a, r, 1, err) < 0)
+		goto out;
+	if (!(rt->roles & r->who.role)) {
+		ciel_err_set(err, CIEL_EPERM, "%s: role %s may not do %s", r->who.principal,
+			     api_role_name(r->who.role), rt->action);
+		goto out;
+	}
+	ret = 0;
+out:
+	api_resp_release(&resp);
+	return ret;
+}
+
 void api_handle(struct api *a, struct api_req *r, struct api_resp *resp)
 {
 	struct ciel_err err = {0};
@@ -547,8 +578,13 @@ void api_handle(struct api *a, struct api_req *r, struct api_resp *resp)
 	if (route(r, resp, &err) < 0)
 		goto fail;
 	rt = routes[r->route];
+	if (r->refused) {
+		/* the HTTP layer refused the upload before its body; this records it */
+		err = *r->refused;
+		goto fail;
+	}
 	if (!(rt->flags & ROUTE_UNSIGNED)) {
-		if (authenticate(a, r, &err) < 0)
+		if (authenticate(a, r, 0, &err) < 0)
 			goto fail;
 		if (!(rt->roles & r->who.role)) {
 			ciel_err_set(&err, CIEL_EPERM, "%s: role %s may not do %s",

@@ -84,10 +84,11 @@ struct api_req {
 	size_t body_len;
 	/* for ROUTE_UPLOAD routes the body is in a file instead (body is "") */
 	const char *body_file;
-	const char *body_sha256; /* hex SHA-256 of body_file's bytes, computed as it came */
-	int64_t received_s;	 /* when the headers arrived (0 = now): a long upload's
-				  * signature is judged by when it was sent, not finished */
-	char source[80];	 /* "ip:port" */
+	const char *body_sha256;	/* hex SHA-256 of body_file's bytes, computed as it came */
+	const struct ciel_err *refused; /* the HTTP layer's api_upload_precheck said no */
+	int64_t received_s;		/* when the headers arrived (0 = now): a long upload's
+					 * signature is judged by when it was sent, not finished */
+	char source[80];		/* "ip:port" */
 
 	/* set by the pipeline */
 	char request_id[33];
@@ -158,6 +159,15 @@ int api_route_is_upload(const char *method, const char *raw_path);
 /* A tenant's image by name, else a public one; NULL with CIEL_ENOTFOUND (field
  * "image", saying how to import it). tenant may be "" (public only). */
 json_t *images_find(struct api *a, const char *tenant, const char *name, struct ciel_err *err);
+
+/*
+ * Before an upload's body is read: is it signed by a key whose role may use
+ * the route? Checks the signature over the claimed body hash, without
+ * touching the replay cache, so an unsigned client cannot fill the upload
+ * spool; the full check runs again once the body is in. r needs method,
+ * raw_path, raw_query, host and the signing headers; api_req_release it.
+ */
+int api_upload_precheck(struct api *a, struct api_req *r, struct ciel_err *err);
 
 /* All nodes with their derived "state" (Ready/NotReady), key_id removed. */
 json_t *fleet_nodes(struct api *a, struct ciel_err *err);

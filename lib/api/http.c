@@ -35,6 +35,7 @@ struct hreq {
 	int too_big;	  /* answer 413; the body is dropped, the rest of it read and ignored */
 	int started;
 	int64_t received_s;
+	struct ciel_err refused; /* precheck of an upload said no (code != 0) */
 	/* ROUTE_UPLOAD: the body goes to a file, hashed as it comes */
 	int up_fd;
 	char *up_path;
@@ -156,6 +157,8 @@ static enum MHD_Result respond(struct http_server *s, struct MHD_Connection *c, 
 	r.body_len = h->body.len;
 	r.too_big = h->too_big;
 	r.received_s = h->received_s;
+	if (h->refused.code)
+		r.refused = &h->refused;
 	if (h->up_path) {
 		unsigned char md[32];
 		unsigned int mdlen = 0;
@@ -233,6 +236,33 @@ static int write_all(int fd, const char *p, size_t n)
 	return 0;
 }
 
+/* An upload must be signed by a key that may use its route before a byte is spooled. */
+static int upload_precheck(struct http_server *s, struct MHD_Connection *c, const char *method,
+			   struct hreq *h)
+{
+	struct api_req r = {0};
+	char *q = strchr(h->uri, '?');
+	int ret;
+
+	if (q)
+		*q = '\0';
+	r.method = method;
+	r.raw_path = h->uri;
+	r.raw_query = q ? q + 1 : "";
+	r.host = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Host");
+	r.h_date = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Ciel-Date");
+	r.h_content_sha256 =
+	    MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Ciel-Content-Sha256");
+	r.h_authorization = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
+	ret = api_upload_precheck(s->api, &r, &h->refused);
+	if (ret < 0 && !h->refused.code)
+		h->refused.code = CIEL_EINTERNAL;
+	api_req_release(&r);
+	if (q)
+		*q = '?';
+	return ret;
+}
+
 /* A temp file in DATA/uploads for a large body; removed when the request ends. */
 static int spool_open(struct http_server *s, struct hreq *h)
 {
@@ -286,6 +316,10 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *c, const char
 		/* refuse an oversized body before reading it */
 		if (cl && strtoull(cl, NULL, 10) > (upload ? API_UPLOAD_MAX : API_BODY_MAX)) {
 			h->too_big = 1;
+			return respond(s, c, method, h);
+		}
+		if (upload && upload_precheck(s, c, method, h) < 0) {
+			h->too_big = 0;
 			return respond(s, c, method, h);
 		}
 		if (upload && spool_open(s, h) < 0)

@@ -114,6 +114,10 @@ ln -sf /etc/passwd "$T/evil/link" && echo y >"$T/evil/g"
 tar -C "$T/evil" -cf "$T/evil2.tar" --transform 's|^link$|../x|' link 2>/dev/null
 expect_exit 1 "a link escaping the root is refused" A image import evil2 "$T/evil2.tar"
 check "nothing new in blobs/" test "$(nblobs)" = "$before"
+# it announces 1 GB and sends 2 MB: only an answer before the body can come back in time
+code=$(curl -s -m 10 -o "$T/unsigned.json" -w '%{http_code}' --cacert "$UP/pki/ca.pem" -X PUT \
+	-H 'Content-Length: 1000000000' --data-binary "@$T/bb.tar" "https://127.0.0.1:$PORT/v1/images/sneaky")
+check "an unsigned upload is refused before its body is read (401)" test "$code" = 401
 chmod 4755 "$T/bbroot/bin/busybox" && tar -C "$T/bbroot" -cf "$T/suid.tar" . && chmod 0755 "$T/bbroot/bin/busybox"
 expect_exit 1 "a tenant's image with a setuid file is refused" A image import suid "$T/suid.tar"
 check "the refusal says setuid" grep -qi setuid "$T/err"
