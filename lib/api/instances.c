@@ -599,11 +599,27 @@ static int h_instance_show(struct api *a, struct api_req *r, struct api_resp *re
 	return 0;
 }
 
+/* Store inst (read at rev) and its placement with r's audit event, and answer it. Takes inst. */
+static int commit_reply(struct api *a, struct api_req *r, struct api_resp *resp, json_t *inst,
+			int64_t rev, struct ciel_err *err)
+{
+	struct store_txn_result res;
+	struct inst_ops io;
+
+	if (inst_ops_build(&io, inst, rev, NULL, err) < 0 ||
+	    api_commit(a, r, io.ops, io.n, 200, &res, err) < 0) {
+		inst_ops_release(&io);
+		json_decref(inst);
+		return -1;
+	}
+	inst_ops_release(&io);
+	reply_inst(resp, 200, inst, res.rev);
+	return 0;
+}
+
 static int change_desired(struct api *a, struct api_req *r, struct api_resp *resp,
 			  const char *desired, struct ciel_err *err)
 {
-	struct inst_ops io;
-	struct store_txn_result res;
 	int64_t rev;
 	json_t *inst = load_inst(a, r->tenant, r->params[0], &rev, err);
 	const char *state;
@@ -622,15 +638,7 @@ static int change_desired(struct api *a, struct api_req *r, struct api_resp *res
 		json_object_del(inst, "reason");
 		json_object_del(inst, "exit_code");
 	}
-	if (inst_ops_build(&io, inst, rev, NULL, err) < 0 ||
-	    api_commit(a, r, io.ops, io.n, 200, &res, err) < 0) {
-		inst_ops_release(&io);
-		json_decref(inst);
-		return -1;
-	}
-	inst_ops_release(&io);
-	reply_inst(resp, 200, inst, res.rev);
-	return 0;
+	return commit_reply(a, r, resp, inst, rev, err);
 }
 
 static int h_instance_stop(struct api *a, struct api_req *r, struct api_resp *resp,
@@ -684,15 +692,7 @@ static int h_instance_delete(struct api *a, struct api_req *r, struct api_resp *
 	json_object_set_new(inst, "desired", json_string("deleted"));
 	json_object_set_new(inst, "state", json_string("deleting"));
 	json_object_set_new(inst, "generation", json_integer(jbody_int(inst, "generation", 0) + 1));
-	if (inst_ops_build(&io, inst, rev, NULL, err) < 0 ||
-	    api_commit(a, r, io.ops, io.n, 200, &res, err) < 0) {
-		inst_ops_release(&io);
-		json_decref(inst);
-		return -1;
-	}
-	inst_ops_release(&io);
-	reply_inst(resp, 200, inst, res.rev);
-	return 0;
+	return commit_reply(a, r, resp, inst, rev, err);
 }
 
 /* ---- logs: fetched from the node's agent, signed with the node's own key ---- */
