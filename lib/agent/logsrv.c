@@ -479,27 +479,20 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
 	log_debug("logsrv httpd %s", msg);
 }
 
-/* "IPV4:PORT", "[IPV6]:PORT" or "localhost:PORT"; port 0 asks the kernel for one. */
-
 /* Bind and listen; fills s->url from the address the kernel actually gave. */
 static int listen_socket(struct logsrv *s, const char *listen_addr, struct ciel_err *err)
 {
 	struct sockaddr_storage ss;
-	socklen_t len;
 	char ip[INET6_ADDRSTRLEN];
-	int one = 1, loopback;
+	int loopback;
 
 	if (netaddr_parse(listen_addr, 1, &ss, &loopback, err) < 0)
 		return -1;
-	len = ss.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
-	s->fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (s->fd < 0)
-		return ciel_err_sys(err, CIEL_EIO, errno, "socket");
-	setsockopt(s->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	if (bind(s->fd, (const struct sockaddr *)&ss, len) < 0 || listen(s->fd, 64) < 0 ||
-	    getsockname(s->fd, (struct sockaddr *)&ss, &len) < 0)
-		return ciel_err_sys(err, CIEL_EIO, errno, "log server: cannot listen on %s",
-				    listen_addr);
+	s->fd = netaddr_listen(&ss, listen_addr, 64, err);
+	if (s->fd < 0) {
+		ciel_err_prefix(err, "log server: ");
+		return -1;
+	}
 	if (ss.ss_family == AF_INET6) {
 		const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)&ss;
 

@@ -366,30 +366,6 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
 	log_debug("httpd %s", msg);
 }
 
-/*
- * Our own listening socket: SO_REUSEADDR so a restart after a crash binds at
- * once despite connections in TIME_WAIT, but no SO_REUSEPORT, so a second
- * cield on the same port fails loudly instead of sharing it.
- */
-static int listen_socket(const struct sockaddr_storage *ss, const char *listen_addr,
-			 struct ciel_err *err)
-{
-	socklen_t len =
-	    ss->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
-	int one = 1, fd = socket(ss->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-	if (fd < 0)
-		return ciel_err_sys(err, CIEL_EIO, errno, "socket");
-	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	if (bind(fd, (const struct sockaddr *)ss, len) < 0 || listen(fd, 1024) < 0) {
-		int e = errno;
-
-		close(fd);
-		return ciel_err_sys(err, CIEL_EIO, e, "cannot listen on %s", listen_addr);
-	}
-	return fd;
-}
-
 int http_start(struct http_server **out, struct api *a, const struct http_opts *o,
 	       struct ciel_err *err)
 {
@@ -413,7 +389,7 @@ int http_start(struct http_server **out, struct api *a, const struct http_opts *
 	if (!s)
 		return ciel_err_set(err, CIEL_ENOMEM, "out of memory");
 	s->api = a;
-	s->fd = listen_socket(&ss, o->listen, err);
+	s->fd = netaddr_listen(&ss, o->listen, 1024, err);
 	if (s->fd < 0) {
 		free(s);
 		return -1;

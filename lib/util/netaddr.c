@@ -5,10 +5,12 @@
 
 #include "util/netaddr.h"
 
+#include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 int netaddr_parse(const char *listen, int allow_port0, struct sockaddr_storage *ss, int *loopback,
 		  struct ciel_err *err)
@@ -61,4 +63,24 @@ bad:
 	return ciel_err_field(err, CIEL_EINVAL, "listen",
 			      "listen: must be IPV4:PORT, [IPV6]:PORT or localhost:PORT, got %s",
 			      listen);
+}
+
+int netaddr_listen(struct sockaddr_storage *ss, const char *addr_text, int backlog,
+		   struct ciel_err *err)
+{
+	socklen_t len =
+	    ss->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+	int one = 1, fd = socket(ss->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	if (fd < 0)
+		return ciel_err_sys(err, CIEL_EIO, errno, "socket");
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(fd, (const struct sockaddr *)ss, len) < 0 || listen(fd, backlog) < 0 ||
+	    getsockname(fd, (struct sockaddr *)ss, &len) < 0) {
+		int e = errno;
+
+		close(fd);
+		return ciel_err_sys(err, CIEL_EIO, e, "cannot listen on %s", addr_text);
+	}
+	return fd;
 }
