@@ -117,7 +117,7 @@ mk_busybox_tar() { # out.tar
 }
 
 # Wait until `ciel ... instance show NAME` has .state in the given set (regex).
-wait_state() { # profile name regex [seconds]
+wait_instance() { # profile name regex [seconds]
 	local i st
 	for i in $(seq $((${4:-30} * 5))); do
 		st=$(ciel --profile "$1" instance show "$2" --output json 2>/dev/null | jq -r .state)

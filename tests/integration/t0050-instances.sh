@@ -67,7 +67,7 @@ check "image is not_found" grep -q not_found "$T/err"
 expect_exit 0 "beta's instance list" B instance list --output json
 check "beta's list is empty" test "$(jq '.items|length' "$T/out")" = 0
 expect_exit 1 "beta cannot run from acme's image" B instance run busybox -- true
-check "web-1 still runs" wait_state acme web-1 running 1
+check "web-1 still runs" wait_instance acme web-1 running 1
 
 # the network: same tenant reaches, another tenant does not (all on one node);
 # nc, not wget: busybox-static's wget crashes in a chroot on Debian 12
@@ -76,19 +76,19 @@ addr=$(A instance show srv --output json | jq -r '.address|sub("/24$";"")')
 B image import busybox "$T/bb.tar" >/dev/null 2>&1
 A instance run busybox --name peer --zone az1 -- sh -c "sleep 1; printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 3 $addr 8080; echo rc=\$?" >/dev/null 2>&1
 B instance run busybox --name spy --zone az1 -- sh -c "sleep 1; printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 3 $addr 8080; echo rc=\$?" >/dev/null 2>&1
-check "peer finished" wait_state acme peer exited 20
-check "spy finished" wait_state beta spy exited 20
+check "peer finished" wait_instance acme peer exited 20
+check "spy finished" wait_instance beta spy exited 20
 check "acme's peer reached acme's server" bash -c "ciel --profile acme instance logs peer | grep -q secret-of-acme"
 check "beta's spy could not reach it" bash -c "ciel --profile beta instance logs spy | grep -q 'rc=[1-9]' && ! ciel --profile beta instance logs spy | grep -q secret-of-acme"
 
 # confinement
 A instance run busybox --name hog --memory 16M -- sh -c 'x=aaaaaaaaaaaaaaaa; while true; do x=$x$x; done' >/dev/null 2>&1
-check "a process over its memory limit ends" wait_state acme hog "exited|failed" 30
+check "a process over its memory limit ends" wait_instance acme hog "exited|failed" 30
 check "and the instance says oom" test "$(A instance show hog --output json | jq -r .reason)" = oom
 secret=/root/ciel-host-secret-$$
 echo top-secret >"$secret"
 A instance run busybox --name peek -- sh -c "cat $secret /etc/shadow; ls /proc/1/root/root 2>&1; exit 0" >/dev/null 2>&1
-check "peek finished" wait_state acme peek exited 20
+check "peek finished" wait_instance acme peek exited 20
 check "an instance cannot read host files" bash -c "! ciel --profile acme instance logs peek | grep -q top-secret"
 rm -f "$secret"
 A instance run busybox --name three -- sh -c 'exit 3' >/dev/null 2>&1
@@ -123,14 +123,14 @@ expect_exit 1 "a tenant's image with a setuid file is refused" A image import su
 check "the refusal says setuid" grep -qi setuid "$T/err"
 expect_exit 0 "the operator may publish it with --allow-setuid" ciel image import suid "$T/suid.tar" --public --allow-setuid
 A instance run suid --name suid -- ls -l /bin/busybox >/dev/null 2>&1
-check "an instance of it runs" wait_state acme suid exited 20
+check "an instance of it runs" wait_instance acme suid exited 20
 check "with the setuid bit kept on the node" bash -c "ciel --profile acme instance logs suid | grep -q '^-rws'"
 
 # stop, start, delete
 expect_exit 0 "stop web-1" A instance stop web-1 --wait
-check "web-1 is stopped" wait_state acme web-1 "stopped|exited" 20
+check "web-1 is stopped" wait_instance acme web-1 "stopped|exited" 20
 expect_exit 0 "start web-1 again" A instance start web-1 --wait
-check "web-1 runs again" wait_state acme web-1 running 20
+check "web-1 runs again" wait_instance acme web-1 running 20
 for n in web-1 web-2 web-3 srv peer hog peek three suid; do
 	A instance delete "$n" --wait >/dev/null 2>&1
 done

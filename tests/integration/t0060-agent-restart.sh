@@ -36,7 +36,7 @@ sleep 0.5
 check "the container outlives its agent" kill -0 "$pid0"
 expect_exit 0 "ciel up restarts the missing agent" ciel up --data "$UP" --listen "127.0.0.1:$PORT"
 sleep 3
-check "keep is still running" wait_state acme keep running 10
+check "keep is still running" wait_instance acme keep running 10
 check "with the same process (adopted, not restarted)" test "$(init_pid az1 keep)" = "$pid0"
 check "and one container, not two" test "$(containers az1)" = "acme-keep"
 check "its log says started once" test "$(A instance logs keep | grep -c started)" = 1
