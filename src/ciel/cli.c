@@ -725,3 +725,30 @@ int cli_print_one(struct cli *cli, const json_t *obj, size_t ncols, const char *
 	free(cb);
 	return EXIT_OK;
 }
+
+int cli_show(struct cli *cli, const struct cmd_usage *u, int argc, char **argv, const char *prefix,
+	     void (*show)(const json_t *obj), void (*not_found)(struct cli *cli, const char *name))
+{
+	struct client_response resp = {0};
+	const char *args[1];
+	char q[256], path[512];
+	int r;
+
+	r = cli_parse(u, NULL, argc, argv, args);
+	if (r < 0)
+		return cli_parse_exit(r);
+	cli_query_init(cli, q, sizeof(q));
+	if (cli_path(path, sizeof(path), prefix, args[0], NULL) != 0)
+		return EXIT_FAIL;
+	if ((r = cli_call(cli, "GET", path, q, NULL, &resp)) != 0) {
+		if (not_found && cli->last_status == 404)
+			not_found(cli, args[0]);
+		return r;
+	}
+	if (cli->output == OUT_JSON)
+		out_json(resp.json);
+	else
+		show(resp.json);
+	client_response_release(&resp);
+	return EXIT_OK;
+}

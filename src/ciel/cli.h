@@ -198,6 +198,14 @@ struct cells {
 typedef void (*cli_row_fn)(const json_t *item, struct cells *cells);
 int cli_list(struct cli *cli, const char *path, const char *query, size_t ncols,
 	     const char *const *hdr, cli_row_fn fn, const char *no_rows);
+/*
+ * `ciel GROUP show NAME`: GET prefix + NAME (with the tenant query), then
+ * the object as JSON, or through show for tables. not_found, when given,
+ * adds a hint after a 404 naming NAME.
+ */
+int cli_show(struct cli *cli, const struct cmd_usage *u, int argc, char **argv, const char *prefix,
+	     void (*show)(const json_t *obj), void (*not_found)(struct cli *cli, const char *name));
+
 /* One object as a one-row table (or its JSON with --output json). */
 int cli_print_one(struct cli *cli, const json_t *obj, size_t ncols, const char *const *hdr,
 		  cli_row_fn fn);

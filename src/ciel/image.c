@@ -355,6 +355,13 @@ static void show_image(const json_t *img)
 	}
 }
 
+static void image_not_found(struct cli *cli, const char *name)
+{
+	(void)cli;
+	cli_hint("`ciel image list` shows the images; import one with `ciel image import %s FILE`",
+		 name);
+}
+
 static int image_show_cmd(struct cli *cli, int argc, char **argv)
 {
 	static const struct cmd_usage u = {
@@ -366,30 +373,8 @@ static int image_show_cmd(struct cli *cli, int argc, char **argv)
 	    .min_args = 1,
 	    .max_args = 1,
 	};
-	struct client_response resp = {0};
-	const char *args[1];
-	char q[256], path[512];
-	int r;
 
-	r = cli_parse(&u, NULL, argc, argv, args);
-	if (r < 0)
-		return cli_parse_exit(r);
-	cli_query_init(cli, q, sizeof(q));
-	if (cli_path(path, sizeof(path), "/v1/images/", args[0], NULL) != 0)
-		return EXIT_FAIL;
-	if ((r = cli_call(cli, "GET", path, q, NULL, &resp)) != 0) {
-		if (cli->last_status == 404)
-			cli_hint("`ciel image list` shows the images; import one with `ciel image "
-				 "import %s FILE`",
-				 args[0]);
-		return r;
-	}
-	if (cli->output == OUT_JSON)
-		out_json(resp.json);
-	else
-		show_image(resp.json);
-	client_response_release(&resp);
-	return EXIT_OK;
+	return cli_show(cli, &u, argc, argv, "/v1/images/", show_image, image_not_found);
 }
 
 static int image_delete_cmd(struct cli *cli, int argc, char **argv)

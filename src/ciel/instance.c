@@ -662,27 +662,8 @@ static int instance_show(struct cli *cli, int argc, char **argv)
 	    .min_args = 1,
 	    .max_args = 1,
 	};
-	struct client_response resp = {0};
-	const char *args[1];
-	char q[256], path[512];
-	int r;
 
-	r = cli_parse(&u, NULL, argc, argv, args);
-	if (r < 0)
-		return cli_parse_exit(r);
-	cli_query_init(cli, q, sizeof(q));
-	if (cli_path(path, sizeof(path), "/v1/instances/", args[0], NULL) != 0)
-		return EXIT_FAIL;
-	if ((r = cli_call(cli, "GET", path, q, NULL, &resp)) != 0) {
-		hint_unknown(cli, args[0]);
-		return r;
-	}
-	if (cli->output == OUT_JSON)
-		out_json(resp.json);
-	else
-		show_instance(resp.json);
-	client_response_release(&resp);
-	return EXIT_OK;
+	return cli_show(cli, &u, argc, argv, "/v1/instances/", show_instance, hint_unknown);
 }
 
 /* The last bytes of a log, for --tail-bytes. */
