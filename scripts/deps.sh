@@ -5,7 +5,7 @@ set -euo pipefail
 pkgs=(build-essential cmake ninja-build pkg-config clang libclang-rt-14-dev
       libmicrohttpd-dev libjansson-dev libsqlite3-dev libssl-dev libcurl4-openssl-dev
       libcmocka-dev libarchive-dev sqlite3 curl openssl iproute2 procps jq clang-format git
-      runc crun busybox-static nftables e2fsprogs)
+      runc crun busybox-static nftables e2fsprogs python3 python3-numpy python3-scipy)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,0 +1,1 @@
+#include "qsim/qfuse.h"
