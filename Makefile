@@ -33,6 +33,7 @@ test: build
 bench: build
 	@bash scripts/bench.sh
 	@bash bench/instance-start.sh
+	@BUILD=$(BUILD) bash bench/qsim.sh
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

@@ -12,6 +12,14 @@
 #include "qsim/circ.h"
 #include "qsim/qsim.h"
 
+/*
+ * maxk to use when there is no reason to pick another: the fastest one
+ * measured with bench-qsim on the 2-core AVX-512 machine (see bench/qsim.c):
+ * with cache-blocked runs, compute outweighs passes, and a 3-qubit matrix
+ * costs 8 multiply-adds per amplitude against 32 for 5.
+ */
+#define QFUSE_MAXK_DEFAULT 3
+
 struct qfuse_gate {
 	int nctrl, ntgt;
 	int q[CIRC_MAX_CTRL + QSIM_MAX_FUSED]; /* controls first, then targets */
@@ -35,5 +43,7 @@ int qfuse_build(const struct circ_op *ops, size_t n, int maxk, struct qfuse_prog
 void qfuse_release(struct qfuse_prog *prog);
 /* Apply every gate of prog to s, in order. */
 void qfuse_run(const struct qfuse_prog *prog, struct qsim *s);
+/* Passes over the whole state qfuse_run makes for prog on s (for bench figures). */
+size_t qfuse_passes(const struct qfuse_prog *prog, const struct qsim *s);
 
 #endif

@@ -51,6 +51,31 @@ void qsim_apply(struct qsim *s, const int *ctrl, int nctrl, const int *tgt, int 
 		const double *m);
 /* Apply a diagonal matrix (2^ntgt complex entries) — cheaper than qsim_apply. */
 void qsim_apply_diag(struct qsim *s, const int *tgt, int ntgt, const double *d);
+/* The same under controls: only where the ctrl qubits are all 1. */
+void qsim_apply_diag_ctrl(struct qsim *s, const int *ctrl, int nctrl, const int *tgt, int ntgt,
+			  const double *d);
+
+/* One gate of a batch: q[0 .. nctrl) controls, then ntgt targets. */
+struct qsim_op {
+	int nctrl, ntgt;
+	int diag; /* m holds the 2^ntgt diagonal entries */
+	const int *q;
+	const double *m;
+};
+
+/*
+ * Qubits of a cache block of s (0 when s is too small to block). A batch
+ * whose gates touch at most this many qubits in all costs one pass over
+ * memory: each block of amplitudes is gathered into L2 once and every gate
+ * applied there.
+ */
+int qsim_block_qubits(const struct qsim *s);
+/* Smaller blocks, or 0 for none (benchmarks); -1 past the default. */
+int qsim_set_block_qubits(struct qsim *s, int b);
+/* Whether gates on these qubits (bit q = qubit q) fit one blocked pass. */
+int qsim_batch_fits(const struct qsim *s, uint64_t qubits);
+/* Apply ops in order: in one blocked pass when they fit, else one by one. */
+void qsim_apply_batch(struct qsim *s, const struct qsim_op *ops, size_t n);
 
 /* Sum of |amp|^2. */
 double qsim_norm2(struct qsim *s);
