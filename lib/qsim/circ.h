@@ -33,13 +33,14 @@ enum circ_kind {
 	CIRC_GATE,
 	CIRC_MEASURE, /* q[0] into clbit */
 	CIRC_RESET,   /* q[0] to |0> */
-	CIRC_BARRIER, /* no effect on the state; stops fusion and transpiler reordering */
+	CIRC_BARRIER, /* no effect on the state; stops fusion and transpiler reordering;
+		       * its qubits are q[0 .. ntgt) (the parser splits wide barriers) */
 };
 
 struct circ_op {
 	uint8_t kind;  /* enum circ_kind */
 	uint8_t nctrl; /* q[0 .. nctrl) are controls */
-	uint8_t ntgt;  /* q[nctrl .. nctrl + ntgt) are targets: 1 or 2 (0 for barrier) */
+	uint8_t ntgt;  /* q[nctrl .. nctrl + ntgt) are targets: 1 or 2 (barrier: its qubits) */
 	uint8_t nparams;
 	char name[CIRC_NAME_MAX]; /* "cx", "prx", "u3": for display and gate counts */
 	int q[CIRC_MAX_CTRL + CIRC_MAX_TGT];
