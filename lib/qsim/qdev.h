@@ -64,5 +64,13 @@ json_t *qdev_to_json(const struct qdev_profile *p);
  */
 int qdev_transpile(const struct qdev_profile *p, const struct circ *in, struct circ *out,
 		   struct ciel_err *err);
+/*
+ * qdev_transpile, also filling final_layout[l] (in->nq entries; may be NULL)
+ * with the physical qubit that holds logical qubit l once the circuit ends:
+ * the SWAPs of routing move qubits, so a final state is the logical one with
+ * its qubits permuted this way (tests, --statevector).
+ */
+int qdev_transpile_layout(const struct qdev_profile *p, const struct circ *in, struct circ *out,
+			  int *final_layout, struct ciel_err *err);
 
 #endif
