@@ -29,9 +29,10 @@ struct qrun_opts {
 	int threads;			    /* >= 1 */
 	uint64_t max_bytes;		    /* state memory limit, 0 = MemAvailable */
 	const struct qdev_profile *profile; /* NULL = ideal */
-	/* polled between shots and gate runs; non-zero stops with CIEL_EUNAVAIL "cancelled" */
+	/* polled between shots and gate runs, possibly from several threads at
+	 * once; non-zero stops with CIEL_EUNAVAIL "cancelled" */
 	int (*cancelled)(void *arg);
-	/* called about every 1% of shots */
+	/* called about every 1% of shots (sampled: of fused gates), one call at a time */
 	void (*progress)(void *arg, int done, int total);
 	void *arg;
 };
@@ -40,6 +41,7 @@ struct qrun_result {
 	json_t *counts;	     /* {"00": 498, "11": 502} */
 	int shots;	     /* requested */
 	int shots_kept;	     /* heralded shots (photonic); = shots elsewhere */
+	uint64_t seed;	     /* as given in the options, for the record */
 	double seconds;	     /* simulation wall time */
 	int qubits;	     /* qubits simulated after compaction */
 	const char *method;  /* "sampled" or "trajectories" (static) */
@@ -61,7 +63,8 @@ json_t *qrun_result_json(const struct qrun_result *res);
 /*
  * What running c on profile p (NULL = ideal) will take, without simulating:
  * transpiles, then counts the qubits actually touched. For admission in the
- * control plane. -1 with the transpiler's or parser's error.
+ * control plane. -1 with the transpiler's error, or CIEL_EINVAL (field
+ * "qasm") for a circuit that measures nothing, as qrun would fail.
  */
 int qrun_plan(const struct circ *c, const struct qdev_profile *p, enum qsim_prec prec, int *qubits,
 	      uint64_t *state_bytes, struct ciel_err *err);
