@@ -36,6 +36,7 @@
 #include <jansson.h>
 
 #include "agent/fetch.h"
+#include "agent/qjob.h"
 #include "image/image.h"
 #include "net/net.h"
 #include "oci/oci.h"
@@ -79,6 +80,7 @@ struct agent {
 	struct client client;
 	bool have_client;
 	struct inst *insts;
+	struct qjobs *qjobs; /* quantum job workers (qjob.h) */
 	int64_t revision;
 	bool have_list; /* a placement list came back since we started */
 	int64_t next_poll_ms, poll_backoff_ms;
@@ -885,11 +887,16 @@ static int poll_placements(struct agent *a, int64_t wait_ms)
 		json_decref(in->wanted);
 		in->wanted = NULL;
 	}
+	qjobs_list_begin(a->qjobs);
 	json_array_foreach(items, i, item)
 	{
 		const char *why, *t, *n;
 		struct inst *in;
 
+		if (qjobs_is_item(item)) {
+			qjobs_list_add(a->qjobs, item);
+			continue;
+		}
 		if (item_valid(item, &why) < 0) {
 			if (rev != a->revision)
 				log_warn("placement ignored index=%zu: %s", i, why);
@@ -910,6 +917,7 @@ static int poll_placements(struct agent *a, int64_t wait_ms)
 		log_info("placements node=%s revision=%" PRId64 " items=%zu%s", a->node, rev,
 			 json_array_size(items),
 			 a->poll_failures ? " (region reachable again)" : "");
+	qjobs_list_end(a->qjobs);
 	a->revision = rev;
 	a->have_list = true;
 	ret = 0;
@@ -1001,11 +1009,16 @@ static bool sleep_ms(struct agent *a, int64_t ms)
  * Shims are our children (lib/oci reaps the ones it tracks, and copes with
  * ECHILD); this catches any it could not track. Only here, on the thread
  * that forks, between operations: never under someone else's waitpid.
+ * Quantum workers are children too: their exit status is their result, so
+ * it goes to qjob rather than being thrown away.
  */
-static void reap_children(void)
+static void reap_children(struct agent *a)
 {
-	while (waitpid(-1, NULL, WNOHANG) > 0)
-		;
+	pid_t pid;
+	int status;
+
+	while ((pid = waitpid(-1, &status, WNOHANG)) > 0)
+		qjobs_reaped(a->qjobs, pid, status);
 }
 
 /* Milliseconds until the next pass has work of its own (a due start). */
@@ -1016,6 +1029,10 @@ static int64_t ms_until_due(const struct agent *a, int64_t now)
 	for (const struct inst *in = a->insts; in; in = in->next)
 		if (in->start_due && in->next_try_ms - now < due)
 			due = in->next_try_ms - now;
+	/* a quantum worker's end is noticed by looking: soon after its start */
+	if (qjobs_due_ms(a->qjobs) < due)
+		due = qjobs_due_ms(a->qjobs) < POLL_MIN_WAIT_MS ? POLL_MIN_WAIT_MS
+								: qjobs_due_ms(a->qjobs);
 	return due < 0 ? 0 : due;
 }
 
@@ -1027,7 +1044,7 @@ static void *reconcile_main(void *arg)
 	while (!stop_asked(a)) {
 		int64_t now = ts_mono_ms(), due = ms_until_due(a, now);
 
-		reap_children();
+		reap_children(a);
 		if (now >= a->next_poll_ms && due >= POLL_MIN_WAIT_MS) {
 			if (poll_placements(a, due) < 0) {
 				a->poll_failures++;
@@ -1067,7 +1084,9 @@ static void *reconcile_main(void *arg)
 			}
 			reconcile_one(a, in, now);
 		}
+		qjobs_reconcile(a->qjobs);
 		send_reports(a);
+		qjobs_report(a->qjobs, &a->client);
 	}
 	return NULL;
 }
@@ -1129,6 +1148,28 @@ int agent_open(struct agent **out, const struct agent_config *cfg, struct ciel_e
 	if (mkdir_one(a->instances, err) < 0 || mkdir_one(a->blobs, err) < 0 ||
 	    mkdir_one(a->images, err) < 0)
 		goto fail;
+	{
+		/* the simulator is installed beside the agent (ciel-qsim) */
+		char qsim[PATH_MAX + 16], dir[PATH_MAX], qpath[160];
+		char *slash;
+
+		snprintf(dir, sizeof(dir), "%s", a->self_exe);
+		slash = strrchr(dir, '/');
+		if (slash)
+			*slash = '\0';
+		else
+			snprintf(dir, sizeof(dir), ".");
+		pathf(qsim, sizeof(qsim), "%s/ciel-qsim", dir);
+		esc = client_escape(a->node);
+		if (!esc) {
+			ciel_err_set(err, CIEL_ENOMEM, "out of memory");
+			goto fail;
+		}
+		snprintf(qpath, sizeof(qpath), "/v1/nodes/%s/qjobs", esc);
+		free(esc);
+		if (qjobs_open(&a->qjobs, a->state, qsim, qpath, err) < 0)
+			goto fail;
+	}
 	agent_host_id(a->state, a->node, a->host_id, sizeof(a->host_id));
 	if (oci_detect(&a->rt, cfg->runtime ? cfg->runtime : "auto", root, a->host_id, err) < 0) {
 		ciel_err_prefix(err, "container runtime: ");
@@ -1190,6 +1231,7 @@ void agent_free(struct agent *a)
 	agent_stop(a);
 	while (a->insts)
 		inst_drop(a, a->insts);
+	qjobs_free(a->qjobs);
 	if (a->have_client)
 		client_release(&a->client);
 	pthread_cond_destroy(&a->cond);

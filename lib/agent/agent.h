@@ -5,6 +5,7 @@
  *   GET  /v1/nodes/{node}/placements?after=REV&wait_ms=N   the wanted set (long poll)
  *   GET  /v1/blobs/{digest}                                image layers (lib/agent/fetch.h)
  *   POST /v1/nodes/{node}/status                           what happened, per instance
+ *   POST /v1/nodes/{node}/qjobs                            quantum jobs (lib/agent/qjob.h)
  *
  * On the node, per instance (tenant T, name N, container id "T-N"):
  *   STATE/instances/T/N/       the oci instance directory (lib/oci/oci.h)

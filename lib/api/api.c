@@ -12,16 +12,16 @@
 #include "util/log.h"
 #include "util/ts.h"
 
-/* The three handler tables, flattened once so a route has one index (metrics). */
-#define MAX_ROUTES 64
+/* The handler tables, flattened once so a route has one index (metrics). */
+#define MAX_ROUTES 96
 static const struct api_route *routes[MAX_ROUTES];
 static const char *route_names[MAX_ROUTES];
 static size_t n_routes;
 
 static void routes_init(void)
 {
-	const struct api_route *tables[] = {fleet_routes, iam_routes, trail_routes, image_routes,
-					    instance_routes};
+	const struct api_route *tables[] = {fleet_routes, iam_routes,	   trail_routes,
+					    image_routes, instance_routes, quantum_routes};
 
 	if (n_routes)
 		return;

@@ -11,7 +11,8 @@
  * without a trail.
  *
  * Handlers live in iam.c (tenants, principals, keys, quotas), fleet.c
- * (region, zones, nodes) and trail.c (audit); each exports its route table.
+ * (region, zones, nodes), trail.c (audit), images.c, instances.c and
+ * quantum.c (quantum jobs); each exports its route table.
  */
 #ifndef CIEL_API_H
 #define CIEL_API_H
@@ -151,6 +152,7 @@ extern const struct api_route fleet_routes[];
 extern const struct api_route trail_routes[];
 extern const struct api_route image_routes[];
 extern const struct api_route instance_routes[];
+extern const struct api_route quantum_routes[];
 
 /* True if method + raw (encoded) path name a ROUTE_UPLOAD route: the HTTP
  * layer then spools the body to a file under data_dir/uploads. */
@@ -182,6 +184,20 @@ int fleet_node_ready(struct api *a, const json_t *node);
  * "instance.delete" by principal "cield".
  */
 void compute_sweep(struct api *a);
+
+/* Quantum quotas of a tenant whose quota document predates them (iam.c, quantum.c). */
+#define QUANTUM_DEFAULT_MAX_QUBITS 28
+#define QUANTUM_DEFAULT_MAX_SHOTS 100000
+#define QUANTUM_DEFAULT_MAX_JOBS 4
+
+/*
+ * Place queued quantum jobs on Ready nodes with free whole cores, oldest
+ * first and round-robin between tenants; re-queue the ones whose node went
+ * NotReady; record why the rest wait. Called every second by cield's main
+ * loop and after anything that frees cores (see quantum.c). Each change is
+ * audited in the job's tenant's chain by principal "cield".
+ */
+void quantum_dispatch(struct api *a);
 
 /*
  * Handle one request. Always fills resp (status, body); never fails. Owns

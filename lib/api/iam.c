@@ -5,7 +5,10 @@
  *   /region/tenants/<t>               {"name","created"}
  *   /tenants/<t>/principals/<p>       {"name","role","created"}
  *   /tenants/<t>/keys/<id>            {"id","principal","role","created"} (listing index)
- *   /tenants/<t>/quota                {"instances","vcpus","memory_bytes"}
+ *   /tenants/<t>/quota                {"instances","vcpus","memory_bytes",
+ *                                      "quantum_max_qubits","quantum_max_shots",
+ *                                      "quantum_max_jobs"} (quantum ones default
+ *                                      to QUANTUM_DEFAULT_* when absent: older tenants)
  *   /keys/<id>                        {"id","tenant","principal","role","secret","created"}
  *   /region/keys/<id>                 listing index of region keys (operator, nodes)
  * /keys/<id> is what authentication reads; "secret" is sealed with the master
@@ -173,9 +176,11 @@ static int h_tenant_create(struct api *a, struct api_req *r, struct api_resp *re
 	v_tenant = api_dump(json_pack("{s:s, s:s}", "name", name, "created", ts));
 	v_admin =
 	    api_dump(json_pack("{s:s, s:s, s:s}", "name", "admin", "role", "admin", "created", ts));
-	v_quota = api_dump(json_pack("{s:i, s:i, s:I}", "instances", DEFAULT_QUOTA_INSTANCES,
-				     "vcpus", DEFAULT_QUOTA_VCPUS, "memory_bytes",
-				     (json_int_t)DEFAULT_QUOTA_MEMORY));
+	v_quota = api_dump(json_pack(
+	    "{s:i, s:i, s:I, s:i, s:i, s:i}", "instances", DEFAULT_QUOTA_INSTANCES, "vcpus",
+	    DEFAULT_QUOTA_VCPUS, "memory_bytes", (json_int_t)DEFAULT_QUOTA_MEMORY,
+	    "quantum_max_qubits", QUANTUM_DEFAULT_MAX_QUBITS, "quantum_max_shots",
+	    QUANTUM_DEFAULT_MAX_SHOTS, "quantum_max_jobs", QUANTUM_DEFAULT_MAX_JOBS));
 	if (!v_tenant || !v_admin || !v_quota)
 		goto oom;
 	ops[n++] = (struct store_op){STORE_PUT, k_tenant, v_tenant, STORE_ABSENT};
@@ -503,12 +508,33 @@ out:
 	return ret;
 }
 
-/* Usage is what the tenant's instances claim; instances arrive with the agent issue. */
+/* Quantum jobs queued or running: what quantum_max_jobs limits. */
+static int quantum_active(struct api *a, const char *tenant, int64_t *n, struct ciel_err *err)
+{
+	struct store_list l = {0};
+	char prefix[128];
+
+	*n = 0;
+	snprintf(prefix, sizeof(prefix), "/tenants/%s/qjobs/", tenant);
+	if (store_list(a->store, prefix, NULL, 0, &l, err) < 0)
+		return -1;
+	for (size_t i = 0; i < l.n; i++) {
+		json_t *d = json_loadb(l.items[i].value, l.items[i].value_len, 0, NULL);
+		const char *st = jbody_str(d, "state", "");
+
+		*n += strcmp(st, "queued") == 0 || strcmp(st, "running") == 0;
+		json_decref(d);
+	}
+	store_list_release(&l);
+	return 0;
+}
+
+/* Usage is what the tenant's instances claim, and its active quantum jobs. */
 static json_t *quota_usage(struct api *a, const char *tenant, struct ciel_err *err)
 {
 	struct store_list l = {0};
 	char prefix[128];
-	int64_t cpu = 0, mem = 0, count = 0;
+	int64_t cpu = 0, mem = 0, count = 0, qjobs = 0;
 
 	snprintf(prefix, sizeof(prefix), "/tenants/%s/instances/", tenant);
 	if (store_list(a->store, prefix, NULL, 0, &l, err) < 0)
@@ -524,8 +550,11 @@ static json_t *quota_usage(struct api *a, const char *tenant, struct ciel_err *e
 		json_decref(d);
 	}
 	store_list_release(&l);
-	return json_pack("{s:I, s:f, s:I}", "instances", (json_int_t)count, "vcpus",
-			 (double)cpu / 1000.0, "memory_bytes", (json_int_t)mem);
+	if (quantum_active(a, tenant, &qjobs, err) < 0)
+		return NULL;
+	return json_pack("{s:I, s:f, s:I, s:I}", "instances", (json_int_t)count, "vcpus",
+			 (double)cpu / 1000.0, "memory_bytes", (json_int_t)mem, "quantum_max_jobs",
+			 (json_int_t)qjobs);
 }
 
 static int quota_answer(struct api *a, struct api_req *r, struct api_resp *resp, json_t *limits,
@@ -543,6 +572,19 @@ static int quota_answer(struct api *a, struct api_req *r, struct api_resp *resp,
 	return 0;
 }
 
+/* A quota document from before the quantum quotas shows their defaults. */
+static void quota_defaults(json_t *q)
+{
+	if (!json_object_get(q, "quantum_max_qubits"))
+		json_object_set_new(q, "quantum_max_qubits",
+				    json_integer(QUANTUM_DEFAULT_MAX_QUBITS));
+	if (!json_object_get(q, "quantum_max_shots"))
+		json_object_set_new(q, "quantum_max_shots",
+				    json_integer(QUANTUM_DEFAULT_MAX_SHOTS));
+	if (!json_object_get(q, "quantum_max_jobs"))
+		json_object_set_new(q, "quantum_max_jobs", json_integer(QUANTUM_DEFAULT_MAX_JOBS));
+}
+
 static int h_quota_show(struct api *a, struct api_req *r, struct api_resp *resp,
 			struct ciel_err *err)
 {
@@ -553,6 +595,7 @@ static int h_quota_show(struct api *a, struct api_req *r, struct api_resp *resp,
 	q = api_load_json(a, key, NULL, err);
 	if (!q)
 		return -1;
+	quota_defaults(q);
 	return quota_answer(a, r, resp, q, err);
 }
 
@@ -563,6 +606,9 @@ static int h_quota_set(struct api *a, struct api_req *r, struct api_resp *resp,
 	    {.name = "instances", .type = JB_INT, .min = 0, .max = 100000},
 	    {.name = "vcpus", .type = JB_INT, .min = 0, .max = 1000000},
 	    {.name = "memory_bytes", .type = JB_SIZE, .min = 0, .max = 1LL << 50},
+	    {.name = "quantum_max_qubits", .type = JB_INT, .min = 0, .max = 64},
+	    {.name = "quantum_max_shots", .type = JB_INT, .min = 0, .max = 1000000},
+	    {.name = "quantum_max_jobs", .type = JB_INT, .min = 0, .max = 100000},
 	    {0},
 	};
 	char key[128], *val = NULL;
@@ -578,6 +624,7 @@ static int h_quota_set(struct api *a, struct api_req *r, struct api_resp *resp,
 	q = api_load_json(a, key, &rev, err);
 	if (!q)
 		goto out;
+	quota_defaults(q);
 	json_object_foreach(body, name, v) if (!json_is_null(v)) json_object_set(q, name, v);
 	val = json_dumps(q, JSON_COMPACT | JSON_SORT_KEYS);
 	if (!val) {

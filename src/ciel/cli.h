@@ -92,7 +92,7 @@ struct group {
 int cli_group_main(struct cli *cli, const struct group *g, int argc, char **argv);
 
 extern const struct group group_tenant, group_key, group_principal, group_zone, group_node,
-    group_quota, group_audit, group_region, group_image, group_instance;
+    group_quota, group_audit, group_region, group_image, group_instance, group_quantum;
 int cmd_up(struct cli *cli, int argc, char **argv);
 int cmd_down(struct cli *cli, int argc, char **argv);
 

@@ -7,6 +7,7 @@
  * --help. Exit codes: 0 ok, 1 failed, 2 usage.
  */
 #include <curl/curl.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +36,7 @@ static const struct entry {
     {"quota", &group_quota, NULL, NULL},
     {"image", &group_image, NULL, NULL},
     {"instance", &group_instance, NULL, NULL},
+    {"quantum", &group_quantum, NULL, NULL},
     {"audit", &group_audit, NULL, NULL},
 };
 
@@ -42,7 +44,7 @@ static void print_help(FILE *f)
 {
 	fprintf(f, "Usage: ciel [global flags] <command> [args] [flags]\n\n"
 		   "ciel is the client of a ciel region: tenants, access keys, zones, nodes, "
-		   "quotas, images, instances and the audit trail.\n\nCommands:\n");
+		   "quotas, images, instances, quantum jobs and the audit trail.\n\nCommands:\n");
 	for (size_t i = 0; i < sizeof(entries) / sizeof(entries[0]); i++)
 		fprintf(f, "  %-10s %s\n", entries[i].name,
 			entries[i].group ? entries[i].group->summary : entries[i].summary);
@@ -63,6 +65,30 @@ static void print_help(FILE *f)
 		"date; do sleep 5; done'\n"
 		"  ciel --profile acme instance logs clock --follow\n"
 		"  ciel --profile acme audit list\n");
+}
+
+/*
+ * Flags a command takes for itself once its name is given: in `ciel quantum
+ * run FILE --profile superconducting` the profile is the device's (as the
+ * issue and DESIGN.md spell it). The credentials profile then goes before
+ * the command (`ciel --profile acme quantum ...`) or in CIEL_PROFILE.
+ */
+static const struct {
+	const char *cmd, *flag;
+} claimed[] = {
+    {"quantum", "--profile"},
+};
+
+static bool is_claimed(const char *cmd, const char *a)
+{
+	for (size_t i = 0; i < sizeof(claimed) / sizeof(claimed[0]); i++) {
+		size_t n = strlen(claimed[i].flag);
+
+		if (strcmp(cmd, claimed[i].cmd) == 0 && strncmp(a, claimed[i].flag, n) == 0 &&
+		    (a[n] == '\0' || a[n] == '='))
+			return true;
+	}
+	return false;
 }
 
 static const char *const global_value_flags[] = {"endpoint", "profile", "credentials", "output",
@@ -143,6 +169,12 @@ int main(int argc, char **argv)
 		if (rest || strcmp(a, "--") == 0) {
 			rest = true;
 			words[nw++] = argv[i];
+			continue;
+		}
+		if (nw > 0 && is_claimed(words[0], a)) {
+			words[nw++] = argv[i];
+			if (!strchr(a, '=') && i + 1 < argc)
+				words[nw++] = argv[++i];
 			continue;
 		}
 		took = take_global(&cli, &output, argc, argv, i);

@@ -215,6 +215,8 @@ static int cmd_serve(void)
 			log_warn("audit checkpoint failed err=%s", err.msg);
 		if (ticks % 10 == 0)
 			compute_sweep(&a);
+		if (ticks % 5 == 0)
+			quantum_dispatch(&a);
 	}
 	log_info("stopping");
 	http_stop(srv);
