@@ -58,6 +58,14 @@ const char *api_role_name(int role)
 	return NULL;
 }
 
+int api_own_node(struct api_req *r, struct ciel_err *err)
+{
+	if (strcmp(r->params[0], r->who.principal) != 0)
+		return ciel_err_set(err, CIEL_EPERM, "node %s may not act for node %s",
+				    r->who.principal, r->params[0]);
+	return 0;
+}
+
 int api_check_name(const char *field, const char *v, struct ciel_err *err)
 {
 	size_t n = v ? strlen(v) : 0;

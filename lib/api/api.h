@@ -173,6 +173,23 @@ int api_upload_precheck(struct api *a, struct api_req *r, struct ciel_err *err);
 
 /* All nodes with their derived "state" (Ready/NotReady), key_id removed. */
 json_t *fleet_nodes(struct api *a, struct ciel_err *err);
+
+/*
+ * The nodes as the schedulers see them: capacity from each node's document,
+ * usage summed over every placement on it (instances and quantum jobs alike,
+ * by their cpu_millis and memory_bytes), and how many of tenant's instances
+ * it holds (tenant may be ""). sn[i].name and .zone point into nodes; release
+ * with fleet_snapshot_release.
+ */
+struct sched_node;
+struct fleet_snapshot {
+	json_t *nodes;
+	struct sched_node *sn;
+	size_t n;
+};
+int fleet_snapshot_take(struct api *a, const char *tenant, struct fleet_snapshot *s,
+			struct ciel_err *err);
+void fleet_snapshot_release(struct fleet_snapshot *s);
 /* Is a stored node document Ready now? */
 int fleet_node_ready(struct api *a, const json_t *node);
 
@@ -221,6 +238,9 @@ char *api_dump(json_t *j);
 
 /* Answer helpers: take ownership of body. */
 void api_reply(struct api_resp *resp, int status, json_t *body);
+
+/* On /v1/nodes/{node}/... routes: 403 unless the caller is that node. */
+int api_own_node(struct api_req *r, struct ciel_err *err);
 
 /* Name rules shared by handlers; fill err naming field. */
 int api_check_name(const char *field, const char *v, struct ciel_err *err);

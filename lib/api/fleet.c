@@ -21,6 +21,7 @@
 
 #include "api/metrics.h"
 #include "crypto/enc.h"
+#include "sched/sched.h"
 #include "util/jbody.h"
 #include "util/ts.h"
 
@@ -403,3 +404,70 @@ const struct api_route fleet_routes[] = {
     {"POST", "/v1/nodes/{}:heartbeat", "node.heartbeat", ROLE_NODE, 0, h_node_heartbeat},
     {0},
 };
+
+void fleet_snapshot_release(struct fleet_snapshot *s)
+{
+	json_decref(s->nodes);
+	free(s->sn);
+	memset(s, 0, sizeof(*s));
+}
+
+int fleet_snapshot_take(struct api *a, const char *tenant, struct fleet_snapshot *s,
+			struct ciel_err *err)
+{
+	struct store_list l = {0};
+	json_t *node;
+	size_t i;
+
+	memset(s, 0, sizeof(*s));
+	s->nodes = fleet_nodes(a, err);
+	if (!s->nodes)
+		return -1;
+	s->sn = calloc(json_array_size(s->nodes) + 1, sizeof(*s->sn));
+	if (!s->sn) {
+		fleet_snapshot_release(s);
+		return ciel_err_set(err, CIEL_ENOMEM, "out of memory");
+	}
+	json_array_foreach(s->nodes, i, node)
+	{
+		const json_t *cap = json_object_get(node, "capacity");
+
+		s->sn[i] = (struct sched_node){
+		    .name = jbody_str(node, "name", ""),
+		    .zone = jbody_str(node, "zone", ""),
+		    .ready = strcmp(jbody_str(node, "state", ""), "Ready") == 0,
+		    .cap_cpu_millis = jbody_int(cap, "cpu_millis", 0),
+		    .cap_memory_bytes = jbody_int(cap, "memory_bytes", 0),
+		};
+	}
+	s->n = json_array_size(s->nodes);
+	if (store_list(a->store, "/region/placements/", NULL, 0, &l, err) < 0) {
+		fleet_snapshot_release(s);
+		return -1;
+	}
+	for (size_t k = 0; k < l.n; k++) {
+		/* /region/placements/<node>/<tenant>/<name> */
+		const char *rest = l.items[k].key + strlen("/region/placements/");
+		const char *slash = strchr(rest, '/');
+		json_t *p;
+
+		if (!slash)
+			continue;
+		for (i = 0; i < s->n; i++)
+			if (strlen(s->sn[i].name) == (size_t)(slash - rest) &&
+			    strncmp(s->sn[i].name, rest, (size_t)(slash - rest)) == 0)
+				break;
+		if (i == s->n)
+			continue;
+		p = json_loadb(l.items[k].value, l.items[k].value_len, 0, NULL);
+		if (!p)
+			continue;
+		s->sn[i].used_cpu_millis += jbody_int(p, "cpu_millis", 0);
+		s->sn[i].used_memory_bytes += jbody_int(p, "memory_bytes", 0);
+		if (strcmp(jbody_str(p, "tenant", ""), tenant) == 0)
+			s->sn[i].tenant_instances++;
+		json_decref(p);
+	}
+	store_list_release(&l);
+	return 0;
+}

@@ -149,83 +149,6 @@ static void reply_inst(struct api_resp *resp, int status, json_t *inst, int64_t 
 	api_reply(resp, status, inst);
 }
 
-/*
- * A snapshot of the nodes for the scheduler: names and zones point into
- * nodes (kept alive here), usage summed from every placement.
- */
-struct snapshot {
-	json_t *nodes;
-	struct sched_node *sn;
-	size_t n;
-};
-
-static void snapshot_release(struct snapshot *s)
-{
-	json_decref(s->nodes);
-	free(s->sn);
-	memset(s, 0, sizeof(*s));
-}
-
-static int snapshot_take(struct api *a, const char *tenant, struct snapshot *s,
-			 struct ciel_err *err)
-{
-	struct store_list l = {0};
-	json_t *node;
-	size_t i;
-
-	memset(s, 0, sizeof(*s));
-	s->nodes = fleet_nodes(a, err);
-	if (!s->nodes)
-		return -1;
-	s->sn = calloc(json_array_size(s->nodes) + 1, sizeof(*s->sn));
-	if (!s->sn) {
-		snapshot_release(s);
-		return ciel_err_set(err, CIEL_ENOMEM, "out of memory");
-	}
-	json_array_foreach(s->nodes, i, node)
-	{
-		const json_t *cap = json_object_get(node, "capacity");
-
-		s->sn[i] = (struct sched_node){
-		    .name = jbody_str(node, "name", ""),
-		    .zone = jbody_str(node, "zone", ""),
-		    .ready = strcmp(jbody_str(node, "state", ""), "Ready") == 0,
-		    .cap_cpu_millis = jbody_int(cap, "cpu_millis", 0),
-		    .cap_memory_bytes = jbody_int(cap, "memory_bytes", 0),
-		};
-	}
-	s->n = json_array_size(s->nodes);
-	if (store_list(a->store, "/region/placements/", NULL, 0, &l, err) < 0) {
-		snapshot_release(s);
-		return -1;
-	}
-	for (size_t k = 0; k < l.n; k++) {
-		/* /region/placements/<node>/<tenant>/<name> */
-		const char *rest = l.items[k].key + strlen("/region/placements/");
-		const char *slash = strchr(rest, '/');
-		json_t *p;
-
-		if (!slash)
-			continue;
-		for (i = 0; i < s->n; i++)
-			if (strlen(s->sn[i].name) == (size_t)(slash - rest) &&
-			    strncmp(s->sn[i].name, rest, (size_t)(slash - rest)) == 0)
-				break;
-		if (i == s->n)
-			continue;
-		p = json_loadb(l.items[k].value, l.items[k].value_len, 0, NULL);
-		if (!p)
-			continue;
-		s->sn[i].used_cpu_millis += jbody_int(p, "cpu_millis", 0);
-		s->sn[i].used_memory_bytes += jbody_int(p, "memory_bytes", 0);
-		if (strcmp(jbody_str(p, "tenant", ""), tenant) == 0)
-			s->sn[i].tenant_instances++;
-		json_decref(p);
-	}
-	store_list_release(&l);
-	return 0;
-}
-
 /* The image's entrypoint + cmd, or the caller's command. */
 static json_t *resolve_command(const json_t *body, const json_t *img, struct ciel_err *err)
 {
@@ -420,7 +343,7 @@ static int h_instance_run(struct api *a, struct api_req *r, struct api_resp *res
 	char *keys[2] = {0}, *vals[2] = {0}, *v_adm = NULL;
 	json_t *body = NULL, *img = NULL, *cmd = NULL, *env = NULL, *quota = NULL, *items = NULL,
 	       *inst = NULL;
-	struct snapshot snap = {0};
+	struct fleet_snapshot snap = {0};
 	struct sched_request req;
 	struct inst_ops io = {0};
 	struct store_op ops[8];
@@ -497,7 +420,7 @@ static int h_instance_run(struct api *a, struct api_req *r, struct api_resp *res
 	}
 	if (admit(quota, items, cpu, mem, err) < 0)
 		goto out;
-	if (snapshot_take(a, r->tenant, &snap, err) < 0)
+	if (fleet_snapshot_take(a, r->tenant, &snap, err) < 0)
 		goto out;
 	req = (struct sched_request){.cpu_millis = cpu, .memory_bytes = mem, .zone = zone};
 	pick = sched_place(snap.sn, snap.n, &req, err);
@@ -557,7 +480,7 @@ out:
 	if (locked)
 		pthread_mutex_unlock(&admit_lock);
 	inst_ops_release(&io);
-	snapshot_release(&snap);
+	fleet_snapshot_release(&snap);
 	for (int i = 0; i < 2; i++) {
 		free(keys[i]);
 		free(vals[i]);
@@ -865,14 +788,6 @@ out:
 
 /* ---- the node side ---- */
 
-static int own_node(struct api_req *r, struct ciel_err *err)
-{
-	if (strcmp(r->params[0], r->who.principal) != 0)
-		return ciel_err_set(err, CIEL_EPERM, "node %s may not act for node %s",
-				    r->who.principal, r->params[0]);
-	return 0;
-}
-
 static int h_placements(struct api *a, struct api_req *r, struct api_resp *resp,
 			struct ciel_err *err)
 {
@@ -881,7 +796,7 @@ static int h_placements(struct api *a, struct api_req *r, struct api_resp *resp,
 	int64_t after, wait_ms;
 	json_t *items;
 
-	if (own_node(r, err) < 0 || query_int(r, "after", 0, 0, INT64_MAX, &after, err) < 0 ||
+	if (api_own_node(r, err) < 0 || query_int(r, "after", 0, 0, INT64_MAX, &after, err) < 0 ||
 	    query_int(r, "wait_ms", 0, 0, WAIT_MS_MAX, &wait_ms, err) < 0)
 		return -1;
 	snprintf(prefix, sizeof(prefix), "/region/placements/%s/", r->params[0]);
@@ -935,7 +850,7 @@ static int h_node_status(struct api *a, struct api_req *r, struct api_resp *resp
 	size_t k;
 	int ret = -1;
 
-	if (own_node(r, err) < 0 || jbody_parse(r->body, r->body_len, fields, &body, err) < 0)
+	if (api_own_node(r, err) < 0 || jbody_parse(r->body, r->body_len, fields, &body, err) < 0)
 		return -1;
 	tenant = jbody_str(body, "tenant", "");
 	name = jbody_str(body, "name", "");
@@ -1036,13 +951,13 @@ static void sweep_one(struct api *a, const char *node, json_t *inst, int64_t rev
 		return;
 	}
 	if (strcmp(desired, "running") == 0 && strcmp(restart, "no") != 0) {
-		struct snapshot snap;
+		struct fleet_snapshot snap;
 		struct sched_request req = {.cpu_millis = jbody_int(inst, "cpu_millis", 0),
 					    .memory_bytes = jbody_int(inst, "memory_bytes", 0),
 					    .avoid = node};
 		int pick;
 
-		if (snapshot_take(a, jbody_str(inst, "tenant", ""), &snap, &err) < 0)
+		if (fleet_snapshot_take(a, jbody_str(inst, "tenant", ""), &snap, &err) < 0)
 			return;
 		pick = sched_place(snap.sn, snap.n, &req, &err);
 		if (pick >= 0) {
@@ -1064,7 +979,7 @@ static void sweep_one(struct api *a, const char *node, json_t *inst, int64_t rev
 				 jbody_str(inst, "tenant", ""), jbody_str(inst, "name", ""),
 				 err.msg);
 		}
-		snapshot_release(&snap);
+		fleet_snapshot_release(&snap);
 		return;
 	}
 	if (strcmp(jbody_str(inst, "state", ""), "unknown") != 0 &&

@@ -35,6 +35,7 @@
 #include <string.h>
 
 #include "crypto/enc.h"
+#include "sched/sched.h"
 #include "qsim/qasm.h"
 #include "qsim/qdev.h"
 #include "qsim/qrun.h"
@@ -146,98 +147,23 @@ static int self_commit(struct api *a, const json_t *job, const char *action,
 
 /* ---- nodes and what they have free ---- */
 
-struct qnode {
-	const char *name; /* points into nodes */
-	bool ready;
-	int64_t cap_millis, cap_mem, used_millis, used_mem;
-};
-
-struct qfleet {
-	json_t *nodes;
-	struct qnode *n;
-	size_t count;
-};
-
-static void qfleet_release(struct qfleet *f)
+static int64_t free_cores(const struct sched_node *n)
 {
-	json_decref(f->nodes);
-	free(f->n);
-	memset(f, 0, sizeof(*f));
-}
-
-static int64_t free_cores(const struct qnode *n)
-{
-	int64_t c = (n->cap_millis - n->used_millis) / 1000;
+	int64_t c = (n->cap_cpu_millis - n->used_cpu_millis) / 1000;
 
 	return c > 0 ? c : 0;
 }
 
-static int64_t free_mem(const struct qnode *n)
+static int64_t free_mem(const struct sched_node *n)
 {
-	return n->cap_mem - n->used_mem;
+	return n->cap_memory_bytes - n->used_memory_bytes;
 }
 
-/* Every node with its capacity and what all placements (instances and jobs) reserve. */
-static int qfleet_take(struct api *a, struct qfleet *f, struct ciel_err *err)
+static struct sched_node *snapshot_node(struct fleet_snapshot *f, const char *name)
 {
-	struct store_list l = {0};
-	const json_t *node;
-	size_t i;
-
-	memset(f, 0, sizeof(*f));
-	f->nodes = fleet_nodes(a, err);
-	if (!f->nodes)
-		return -1;
-	f->n = calloc(json_array_size(f->nodes) + 1, sizeof(*f->n));
-	if (!f->n) {
-		qfleet_release(f);
-		return ciel_err_set(err, CIEL_ENOMEM, "out of memory");
-	}
-	json_array_foreach(f->nodes, i, node)
-	{
-		const json_t *cap = json_object_get(node, "capacity");
-
-		f->n[i] = (struct qnode){
-		    .name = jbody_str(node, "name", ""),
-		    .ready = strcmp(jbody_str(node, "state", ""), "Ready") == 0,
-		    .cap_millis = jbody_int(cap, "cpu_millis", 0),
-		    .cap_mem = jbody_int(cap, "memory_bytes", 0),
-		};
-	}
-	f->count = json_array_size(f->nodes);
-	if (store_list(a->store, "/region/placements/", NULL, 0, &l, err) < 0) {
-		qfleet_release(f);
-		return -1;
-	}
-	for (size_t k = 0; k < l.n; k++) {
-		const char *rest = l.items[k].key + strlen("/region/placements/");
-		const char *slash = strchr(rest, '/');
-		json_t *p;
-
-		if (!slash)
-			continue;
-		for (i = 0; i < f->count; i++)
-			if (strlen(f->n[i].name) == (size_t)(slash - rest) &&
-			    strncmp(f->n[i].name, rest, (size_t)(slash - rest)) == 0)
-				break;
-		if (i == f->count)
-			continue;
-		p = json_loadb(l.items[k].value, l.items[k].value_len, 0, NULL);
-		if (!p)
-			continue;
-		f->n[i].used_millis += jbody_int(p, "cpu_millis", 0);
-		f->n[i].used_mem += jbody_int(p, "memory_bytes", 0);
-		json_decref(p);
-	}
-	store_list_release(&l);
-	return 0;
-}
-
-static struct qnode *qfleet_find(struct qfleet *f, const char *name)
-{
-	for (size_t i = 0; i < f->count; i++)
-		if (strcmp(f->n[i].name, name) == 0)
-			return &f->n[i];
+	for (size_t i = 0; i < f->n; i++)
+		if (strcmp(f->sn[i].name, name) == 0)
+			return &f->sn[i];
 	return NULL;
 }
 
@@ -297,16 +223,16 @@ out:
 /* The job must fit one node's memory some day; a full region is a wait, not a refusal. */
 static int check_memory(struct api *a, uint64_t bytes, int qubits, struct ciel_err *err)
 {
-	struct qfleet f;
+	struct fleet_snapshot f;
 	int64_t best = -1;
 	char need[32], have[32];
 
-	if (qfleet_take(a, &f, err) < 0)
+	if (fleet_snapshot_take(a, "", &f, err) < 0)
 		return -1;
-	for (size_t i = 0; i < f.count; i++)
-		if (f.n[i].cap_mem > best)
-			best = f.n[i].cap_mem;
-	qfleet_release(&f);
+	for (size_t i = 0; i < f.n; i++)
+		if (f.sn[i].cap_memory_bytes > best)
+			best = f.sn[i].cap_memory_bytes;
+	fleet_snapshot_release(&f);
 	if (best < 0 || (int64_t)bytes + QJOB_MEM_MARGIN <= best)
 		return 0;
 	snprintf(need, sizeof(need), "%.1f GiB", (double)bytes / (double)(1LL << 30));
@@ -623,7 +549,7 @@ static char *placement_text(const json_t *job, int64_t threads)
 }
 
 /* Place job (queued, read at rev) on n; 0 if committed. */
-static int place(struct api *a, json_t *job, int64_t rev, struct qnode *n)
+static int place(struct api *a, json_t *job, int64_t rev, struct sched_node *n)
 {
 	char k_job[STORE_KEY_MAX], k_place[STORE_KEY_MAX], now[TS_RFC3339_LEN];
 	const char *t = jbody_str(job, "tenant", ""), *id = jbody_str(job, "id", "");
@@ -648,8 +574,8 @@ static int place(struct api *a, json_t *job, int64_t rev, struct qnode *n)
 	ops[1] = (struct store_op){STORE_PUT, k_place, v_place, STORE_ANY_REV};
 	if (self_commit(a, job, "qjob.place", ops, 2) < 0)
 		goto out;
-	n->used_millis += threads * 1000;
-	n->used_mem += jbody_int(job, "memory_bytes", 0) + QJOB_MEM_MARGIN;
+	n->used_cpu_millis += threads * 1000;
+	n->used_memory_bytes += jbody_int(job, "memory_bytes", 0) + QJOB_MEM_MARGIN;
 	log_info("quantum job placed tenant=%s job=%s node=%s threads=%" PRId64, t, id, n->name,
 		 threads);
 	ret = 0;
@@ -660,15 +586,16 @@ out:
 }
 
 /* The node for job: NULL with why in reason. */
-static struct qnode *pick(struct qfleet *f, const json_t *job, char *reason, size_t size)
+static struct sched_node *pick(struct fleet_snapshot *f, const json_t *job, char *reason,
+			       size_t size)
 {
 	int64_t need = jbody_int(job, "memory_bytes", 0) + QJOB_MEM_MARGIN;
 	bool wide = jbody_int(job, "qubits", 0) >= QJOB_THREADS_FROM, any_ready = false,
 	     any_core = false;
-	struct qnode *best = NULL;
+	struct sched_node *best = NULL;
 
-	for (size_t i = 0; i < f->count; i++) {
-		struct qnode *n = &f->n[i];
+	for (size_t i = 0; i < f->n; i++) {
+		struct sched_node *n = &f->sn[i];
 
 		if (!n->ready)
 			continue;
@@ -755,13 +682,13 @@ void quantum_dispatch(struct api *a)
 {
 	struct store_list tl = {0};
 	struct ciel_err err = {0};
-	struct qfleet f = {0};
+	struct fleet_snapshot f = {0};
 	struct tqueue *q = NULL;
 	size_t nt = 0;
 	bool progress = true;
 
 	pthread_mutex_lock(&q_lock);
-	if (qfleet_take(a, &f, &err) < 0 ||
+	if (fleet_snapshot_take(a, "", &f, &err) < 0 ||
 	    store_list(a->store, "/region/tenants/", NULL, 0, &tl, &err) < 0)
 		goto out;
 	q = calloc(tl.n + 1, sizeof(*q));
@@ -783,7 +710,7 @@ void quantum_dispatch(struct api *a)
 		json_array_foreach(items, k, it)
 		{
 			const char *node = jbody_str(it, "node", "");
-			struct qnode *n;
+			struct sched_node *n;
 
 			if (!active(jbody_str(it, "state", "")))
 				continue;
@@ -791,7 +718,7 @@ void quantum_dispatch(struct api *a)
 				json_array_append(queue, it);
 				continue;
 			}
-			n = qfleet_find(&f, node);
+			n = snapshot_node(&f, node);
 			if (!n || !n->ready)
 				requeue(a, it, jbody_int(it, "revision", 0));
 		}
@@ -820,7 +747,7 @@ void quantum_dispatch(struct api *a)
 			for (size_t j = 0; j < json_array_size(tq->jobs); j++) {
 				json_t *job = json_array_get(tq->jobs, j);
 				char why[160];
-				struct qnode *n;
+				struct sched_node *n;
 
 				if (tq->placed[j])
 					continue;
@@ -857,7 +784,7 @@ out:
 	}
 	free(q);
 	store_list_release(&tl);
-	qfleet_release(&f);
+	fleet_snapshot_release(&f);
 }
 
 /* ---- the node side ---- */
@@ -920,14 +847,6 @@ static json_t *clean_result(const json_t *in, struct ciel_err *err)
 	return out;
 }
 
-static int own_node(struct api_req *r, struct ciel_err *err)
-{
-	if (strcmp(r->params[0], r->who.principal) != 0)
-		return ciel_err_set(err, CIEL_EPERM, "node %s may not act for node %s",
-				    r->who.principal, r->params[0]);
-	return 0;
-}
-
 /*
  * A node's report on a job placed on it: running (started, cpus), then
  * completed (result) or failed (reason). The end removes the placement in
@@ -959,7 +878,7 @@ static int h_node_qjob(struct api *a, struct api_req *r, struct api_resp *resp,
 	size_t n = 0;
 	int ret = -1;
 
-	if (own_node(r, err) < 0 || jbody_parse(r->body, r->body_len, fields, &body, err) < 0)
+	if (api_own_node(r, err) < 0 || jbody_parse(r->body, r->body_len, fields, &body, err) < 0)
 		return -1;
 	tenant = jbody_str(body, "tenant", "");
 	id = jbody_str(body, "id", "");

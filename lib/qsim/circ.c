@@ -466,7 +466,7 @@ int circ_op_control(struct circ_op *op, int qubit, struct ciel_err *err)
 
 /* ---- properties ---- */
 
-static int op_nqubits(const struct circ_op *op)
+int circ_op_nqubits(const struct circ_op *op)
 {
 	switch (op->kind) {
 	case CIRC_GATE:
@@ -492,7 +492,7 @@ size_t circ_depth(const struct circ *c)
 	}
 	for (size_t i = 0; i < c->n; i++) {
 		const struct circ_op *op = &c->ops[i];
-		int nq = op_nqubits(op);
+		int nq = circ_op_nqubits(op);
 		size_t d = 0;
 
 		if (op->kind == CIRC_BARRIER)

@@ -100,6 +100,10 @@ int circ_op_control(struct circ_op *op, int qubit, struct ciel_err *err);
 /* Fill a 1-target gate's matrix: U(theta, phi, lambda) times e^{i gamma}. */
 void circ_u(double m[8], double theta, double phi, double lambda, double gamma);
 
+/* Qubits op acts on, q[0 .. n): a gate's controls and targets, 1 for measure
+ * and reset, none for a barrier (it changes nothing). */
+int circ_op_nqubits(const struct circ_op *op);
+
 /* Depth: the longest chain of operations sharing a qubit (barriers excluded). */
 size_t circ_depth(const struct circ *c);
 /* {"cx": 3, "h": 2, "measure": 2}: a new object, or NULL on ENOMEM. */

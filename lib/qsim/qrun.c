@@ -100,19 +100,6 @@ static double now_s(void)
 
 /* ---- circuit preparation ---- */
 
-static int op_nqubits(const struct circ_op *op)
-{
-	switch (op->kind) {
-	case CIRC_GATE:
-		return op->nctrl + op->ntgt;
-	case CIRC_MEASURE:
-	case CIRC_RESET:
-		return 1;
-	default:
-		return 0;
-	}
-}
-
 static int measures_something(const struct circ *c)
 {
 	for (size_t i = 0; i < c->n; i++)
@@ -132,13 +119,13 @@ static int compact(struct circ *w)
 	for (int q = 0; q < CIRC_MAX_QUBITS; q++)
 		map[q] = -1;
 	for (size_t i = 0; i < w->n; i++)
-		for (int j = 0; j < op_nqubits(&w->ops[i]); j++)
+		for (int j = 0; j < circ_op_nqubits(&w->ops[i]); j++)
 			map[w->ops[i].q[j]] = 0;
 	for (int q = 0; q < CIRC_MAX_QUBITS; q++)
 		if (map[q] == 0)
 			map[q] = k++;
 	for (size_t i = 0; i < w->n; i++)
-		for (int j = 0; j < op_nqubits(&w->ops[i]); j++)
+		for (int j = 0; j < circ_op_nqubits(&w->ops[i]); j++)
 			w->ops[i].q[j] = map[w->ops[i].q[j]];
 	w->nq = k;
 	return k;
@@ -149,7 +136,7 @@ static int check_circ(const struct circ *c, struct ciel_err *err)
 	for (size_t i = 0; i < c->n; i++) {
 		const struct circ_op *op = &c->ops[i];
 
-		for (int j = 0; j < op_nqubits(op); j++)
+		for (int j = 0; j < circ_op_nqubits(op); j++)
 			if (op->q[j] < 0 || op->q[j] >= c->nq || op->q[j] >= CIRC_MAX_QUBITS)
 				return ciel_err_field(err, CIEL_EINVAL, "qasm",
 						      "operation %zu: qubit %d out of range", i,
@@ -976,4 +963,58 @@ struct qsim *qrun_statevector(const struct circ *c, enum qsim_prec prec, int thr
 	qfuse_release(&prog);
 	free(gates);
 	return s;
+}
+
+/* ---- the counts table ---- */
+
+struct outcome {
+	const char *key;
+	int64_t n;
+};
+
+static int by_count(const void *x, const void *y)
+{
+	const struct outcome *a = x, *b = y;
+
+	if (a->n != b->n)
+		return a->n < b->n ? 1 : -1;
+	return strcmp(a->key, b->key);
+}
+
+int qrun_print_counts(FILE *f, const json_t *counts, size_t max_rows)
+{
+	static const char bar[] = "########################################";
+	const int bar_width = (int)sizeof(bar) - 1;
+	size_t n = json_object_size(counts), k = 0, shown;
+	int64_t total = 0, max = 1;
+	struct outcome *o;
+	const char *key;
+	json_t *v;
+	int kw = 7;
+
+	o = calloc(n + 1, sizeof(*o));
+	if (!o)
+		return -1;
+	json_object_foreach((json_t *)counts, key, v)
+	{
+		o[k].key = key;
+		o[k].n = json_integer_value(v);
+		total += o[k].n;
+		if (o[k].n > max)
+			max = o[k].n;
+		if ((int)strlen(key) > kw)
+			kw = (int)strlen(key);
+		k++;
+	}
+	qsort(o, n, sizeof(*o), by_count);
+	shown = n > max_rows ? max_rows : n;
+	fprintf(f, "%-*s %8s %7s\n", kw, "OUTCOME", "COUNT", "PROB");
+	for (size_t i = 0; i < shown; i++)
+		fprintf(f, "%-*s %8lld %7.4f %.*s\n", kw, o[i].key, (long long)o[i].n,
+			total ? (double)o[i].n / (double)total : 0.0,
+			(int)((o[i].n * bar_width + max / 2) / max), bar);
+	if (n > shown)
+		fprintf(f, "... %zu more outcomes (--output json shows them all)\n", n - shown);
+	free(o);
+	return 0;
 }

@@ -14,6 +14,7 @@
 
 #include <jansson.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "qsim/circ.h"
 #include "qsim/qdev.h"
@@ -68,6 +69,12 @@ json_t *qrun_result_json(const struct qrun_result *res);
  */
 int qrun_plan(const struct circ *c, const struct qdev_profile *p, enum qsim_prec prec, int *qubits,
 	      uint64_t *state_bytes, struct ciel_err *err);
+
+/*
+ * The counts as a table for people: most frequent first, with a probability
+ * and a bar, at most max_rows rows (then how many more). -1 on ENOMEM.
+ */
+int qrun_print_counts(FILE *f, const json_t *counts, size_t max_rows);
 
 /* Final state of a noiseless circuit with no measurement (tests, --statevector). */
 struct qsim *qrun_statevector(const struct circ *c, enum qsim_prec prec, int threads,

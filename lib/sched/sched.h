@@ -20,8 +20,9 @@ struct sched_node {
 	const char *name, *zone;
 	int ready;
 	int64_t cap_cpu_millis, cap_memory_bytes;
-	int64_t used_cpu_millis, used_memory_bytes; /* by instances placed there */
-	int tenant_instances;			    /* this tenant's instances there */
+	int64_t used_cpu_millis,
+	    used_memory_bytes; /* by placements there: instances, quantum jobs */
+	int tenant_instances;  /* this tenant's instances there */
 };
 
 struct sched_request {

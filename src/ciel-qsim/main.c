@@ -15,6 +15,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -473,49 +474,9 @@ static void on_progress(void *arg, int done, int total)
 	fprintf(stderr, "progress %d/%d\n", done, total);
 }
 
-struct row {
-	const char *key;
-	json_int_t n;
-};
-
-static int cmp_row(const void *a, const void *b)
-{
-	const struct row *x = a, *y = b;
-
-	if (x->n != y->n)
-		return x->n > y->n ? -1 : 1;
-	return strcmp(x->key, y->key);
-}
-
 static void print_table(const struct opts *o, const struct qrun_result *res)
 {
-	size_t n = json_object_size(res->counts), i = 0, w = 7;
-	struct row *rows = calloc(n ? n : 1, sizeof(*rows));
-	const char *key;
-	json_t *v;
-
-	if (!rows)
-		return;
-	json_object_foreach(res->counts, key, v)
-	{
-		rows[i].key = key;
-		rows[i++].n = json_integer_value(v);
-		if (strlen(key) > w)
-			w = strlen(key);
-	}
-	qsort(rows, n, sizeof(*rows), cmp_row);
-	printf("%-*s %8s %7s\n", (int)w, "outcome", "count", "share");
-	for (i = 0; i < n; i++) {
-		double share = res->shots_kept ? (double)rows[i].n / res->shots_kept : 0;
-		int bar = (int)(share * 40 + 0.5);
-
-		printf("%-*s %8lld %6.2f%% ", (int)w, rows[i].key, (long long)rows[i].n,
-		       100 * share);
-		for (int k = 0; k < bar; k++)
-			fputs("#", stdout);
-		fputc('\n', stdout);
-	}
-	free(rows);
+	qrun_print_counts(stdout, res->counts, SIZE_MAX);
 	printf("\nshots %d, kept %d, method %s, qubits %d, depth %zu, seed %" PRIu64
 	       ", profile %s, %.3f s\n",
 	       res->shots, res->shots_kept, res->method, res->qubits, res->depth, res->seed,

@@ -14,13 +14,13 @@
 #include <time.h>
 
 #include "cli.h"
+#include "qsim/qrun.h"
 #include "util/ts.h"
 
 #define POLL_MS 500
 #define QASM_FILE_MAX ((1 << 20) - 4096) /* the API's body limit, less the other members */
 #define SHOTS_MAX 1000000		 /* the simulator's most */
-#define BAR_WIDTH 40
-#define ROWS_MAX 32 /* a table longer than this is for --output json */
+#define ROWS_MAX 32			 /* a table longer than this is for --output json */
 
 static void nap_ms(int ms)
 {
@@ -106,59 +106,15 @@ static int quantum_profiles(struct cli *cli, int argc, char **argv)
 
 /* ---- the counts table ---- */
 
-struct outcome {
-	const char *key;
-	int64_t n;
-};
-
-static int by_count(const void *x, const void *y)
-{
-	const struct outcome *a = x, *b = y;
-
-	if (a->n != b->n)
-		return a->n < b->n ? 1 : -1;
-	return strcmp(a->key, b->key);
-}
-
 /* The result of a completed job: counts, most frequent first, with bars, then the figures. */
 static int print_result(const json_t *job)
 {
 	const json_t *res = json_object_get(job, "result"),
 		     *counts = json_object_get(res, "counts");
-	const json_t *v;
-	const char *key;
-	struct outcome *o;
-	size_t n = json_object_size(counts), k = 0, shown;
-	int64_t total = 0, max = 1;
 	char dur[64], kept[64];
 
-	o = calloc(n + 1, sizeof(*o));
-	if (!o)
+	if (qrun_print_counts(stdout, counts, ROWS_MAX) < 0)
 		return cli_fail("out_of_memory", "out of memory");
-	json_object_foreach((json_t *)counts, key, v)
-	{
-		o[k].key = key;
-		o[k].n = json_integer_value(v);
-		total += o[k].n;
-		if (o[k].n > max)
-			max = o[k].n;
-		k++;
-	}
-	qsort(o, n, sizeof(*o), by_count);
-	shown = n > ROWS_MAX ? ROWS_MAX : n;
-	printf("%-*s %8s %7s\n", (int)(n ? strlen(o[0].key) : 7) > 7 ? (int)strlen(o[0].key) : 7,
-	       "OUTCOME", "COUNT", "PROB");
-	for (size_t i = 0; i < shown; i++) {
-		int w = (int)((o[i].n * BAR_WIDTH + max / 2) / max);
-		int kw = (int)strlen(o[0].key) > 7 ? (int)strlen(o[0].key) : 7;
-
-		printf("%-*s %8" PRId64 " %7.4f %.*s\n", kw, o[i].key, o[i].n,
-		       total ? (double)o[i].n / (double)total : 0.0, w,
-		       "########################################");
-	}
-	if (n > shown)
-		printf("... %zu more outcomes (--output json shows them all)\n", n - shown);
-	free(o);
 	if (json_is_number(json_object_get(job, "duration_s")))
 		snprintf(dur, sizeof(dur), "%.2f s",
 			 json_number_value(json_object_get(job, "duration_s")));

@@ -35,6 +35,9 @@ static int quota_print(struct cli *cli, const json_t *q)
 	    {"instances", "instances", false},
 	    {"vcpus", "vcpus", false},
 	    {"memory", "memory_bytes", true},
+	    {"quantum qubits", "quantum_max_qubits", false},
+	    {"quantum shots", "quantum_max_shots", false},
+	    {"quantum jobs", "quantum_max_jobs", false},
 	};
 	const json_t *limits = json_object_get(q, "limits"), *usage = json_object_get(q, "usage");
 	struct table *t;
@@ -102,42 +105,49 @@ static int quota_set(struct cli *cli, int argc, char **argv)
 	    .name = "quota set",
 	    .summary = "Set a tenant's limits (operator, with --tenant). Limits not named "
 		       "are kept.",
-	    .example = "  ciel --tenant acme quota set --instances 20 --vcpus 16 --memory 32G",
+	    .example = "  ciel --tenant acme quota set --instances 20 --vcpus 16 --memory 32G\n"
+		       "  ciel --tenant acme quota set --quantum-qubits 30 --quantum-jobs 8",
 	};
-	const char *inst = NULL, *vcpus = NULL, *mem = NULL;
+	const char *counts[5] = {0}, *mem = NULL;
+	/* flag → field, for the limits that are plain counts (same order as counts[]) */
+	static const char *const count_fields[] = {"instances", "vcpus", "quantum_max_qubits",
+						   "quantum_max_shots", "quantum_max_jobs"};
 	const struct opt opts[] = {
-	    {"instances", "N", "maximum number of instances", &inst, NULL},
-	    {"vcpus", "N", "maximum number of vCPUs", &vcpus, NULL},
+	    {"instances", "N", "maximum number of instances", &counts[0], NULL},
+	    {"vcpus", "N", "maximum number of vCPUs", &counts[1], NULL},
 	    {"memory", "SIZE", "maximum memory, like 16G or 512M (powers of 1024)", &mem, NULL},
+	    {"quantum-qubits", "N", "most qubits one quantum job may simulate", &counts[2], NULL},
+	    {"quantum-shots", "N", "most shots per quantum job", &counts[3], NULL},
+	    {"quantum-jobs", "N", "quantum jobs queued or running at once", &counts[4], NULL},
 	    {0},
 	};
 	struct client_response resp = {0};
 	json_t *body;
 	int64_t v;
 	char q[256];
-	int r;
+	int r, any;
 
 	r = cli_parse(&u, opts, argc, argv, NULL);
 	if (r < 0)
 		return cli_parse_exit(r);
-	if (!inst && !vcpus && !mem)
-		return cli_usage_error(&u, "name at least one of --instances, --vcpus, --memory");
+	any = mem != NULL;
+	for (size_t i = 0; i < sizeof(counts) / sizeof(counts[0]); i++)
+		any |= counts[i] != NULL;
+	if (!any)
+		return cli_usage_error(&u, "name at least one of --instances, --vcpus, --memory, "
+					   "--quantum-qubits, --quantum-shots, --quantum-jobs");
 	body = json_object();
 	if (!body)
 		return cli_fail("out_of_memory", "out of memory");
-	if (inst) {
-		if (parse_count(inst, &v) < 0) {
+	for (size_t i = 0; i < sizeof(counts) / sizeof(counts[0]); i++) {
+		if (!counts[i])
+			continue;
+		if (parse_count(counts[i], &v) < 0) {
 			json_decref(body);
-			return cli_usage_error(&u, "--instances: '%s' is not a count", inst);
+			return cli_usage_error(&u, "--%s: '%s' is not a count",
+					       opts[i < 2 ? i : i + 1].name, counts[i]);
 		}
-		json_object_set_new(body, "instances", json_integer(v));
-	}
-	if (vcpus) {
-		if (parse_count(vcpus, &v) < 0) {
-			json_decref(body);
-			return cli_usage_error(&u, "--vcpus: '%s' is not a count", vcpus);
-		}
-		json_object_set_new(body, "vcpus", json_integer(v));
+		json_object_set_new(body, count_fields[i], json_integer(v));
 	}
 	if (mem) {
 		if (jbody_parse_size(mem, &v) < 0) {

@@ -35,6 +35,11 @@ expect_exit 0 "quota show" ciel --profile acme quota show --output json
 check "default quota is there" test "$(jq '.limits.instances' "$T/out")" -gt 0
 expect_exit 0 "operator sets acme's quota" ciel quota set --tenant acme --instances 50 --memory 64G --output json
 check "the new quota is stored" test "$(ciel --profile acme quota show --output json | jq '.limits.instances, .limits.memory_bytes' | tr '\n' ' ')" = "50 68719476736 "
+expect_exit 0 "operator sets acme's quantum quota" ciel quota set --tenant acme --quantum-jobs 7 --quantum-qubits 20
+check "quantum limits are stored, others kept" test "$(ciel --profile acme quota show --output json | jq '.limits.quantum_max_jobs, .limits.quantum_max_qubits, .limits.instances' | tr '\n' ' ')" = "7 20 50 "
+ciel --profile acme quota show >"$T/quota.txt"
+check "the quota table lists quantum limits" grep -q '^quantum jobs  *7 ' "$T/quota.txt"
+expect_exit 2 "a quantum limit that is not a count" ciel quota set --tenant acme --quantum-shots many
 expect_exit 1 "a reader cannot create keys (exit 1)" ciel --profile rita key create --principal mallory
 check "the refusal says permission_denied" grep -q permission_denied "$T/err"
 expect_exit 1 "a forged secret is refused (exit 1)" env CIEL_SECRET=forged "$CIEL_BIN/ciel" --profile acme key list
@@ -44,7 +49,7 @@ expect_exit 0 "--help exits 0" ciel audit --help
 expect_exit 0 "audit list" ciel --profile acme audit list --output json --limit 1000
 check "the refused key creation is in acme's trail" bash -c "jq -e '[.items[]|select(.action==\"key.create\" and .status==403)]|length>=1' '$T/out'"
 check "the forged request is in acme's trail" bash -c "jq -e '[.items[]|select(.status==401)]|length>=1' '$T/out'"
-check "the quota change by the operator is in acme's trail" bash -c "jq -e '[.items[]|select(.action==\"quota.set\" and .actor.tenant==\"region\")]|length==1' '$T/out'"
+check "the quota changes by the operator are in acme's trail" bash -c "jq -e '[.items[]|select(.action==\"quota.set\" and .actor.tenant==\"region\")]|length==2' '$T/out'"
 expect_exit 0 "audit list --action filters" ciel --profile acme audit list --action key.create --output json
 check "only key.create events" test "$(jq '[.items[]|select(.action!="key.create")]|length' "$T/out")" = 0
 expect_exit 0 "audit verify passes" ciel --profile acme audit verify
