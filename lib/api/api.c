@@ -486,6 +486,28 @@ int api_commit(struct api *a, struct api_req *r, const struct store_op *ops, siz
 	return 0;
 }
 
+int api_self_commit(struct api *a, const char *tenant, const char *path, const char *action,
+		    const struct store_op *ops, size_t n, struct ciel_err *err)
+{
+	struct api_req r = {0};
+	unsigned char rid[16] = {0};
+	int ret;
+
+	r.route = -1;
+	r.action = action;
+	enc_random(rid, sizeof(rid), NULL);
+	enc_hex(rid, sizeof(rid), r.request_id);
+	r.who.role = ROLE_OPERATOR;
+	snprintf(r.who.tenant, sizeof(r.who.tenant), "region");
+	snprintf(r.who.principal, sizeof(r.who.principal), "cield");
+	snprintf(r.tenant, sizeof(r.tenant), "%s", tenant);
+	snprintf(r.path, sizeof(r.path), "%s", path);
+	snprintf(r.source, sizeof(r.source), "cield");
+	ret = api_commit(a, &r, ops, n, 200, NULL, err);
+	api_req_release(&r);
+	return ret;
+}
+
 json_t *api_list_json(struct api *a, const char *prefix, struct ciel_err *err)
 {
 	struct store_list l = {0};

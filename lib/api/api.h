@@ -233,6 +233,14 @@ void api_req_release(struct api_req *r);
 int api_commit(struct api *a, struct api_req *r, const struct store_op *ops, size_t n,
 	       int ok_status, struct store_txn_result *res, struct ciel_err *err);
 
+/*
+ * Commit ops for a change cield makes on its own (housekeeping, placement),
+ * with an audit event in tenant's chain: principal "cield" of the region,
+ * acting on path. Returns like api_commit.
+ */
+int api_self_commit(struct api *a, const char *tenant, const char *path, const char *action,
+		    const struct store_op *ops, size_t n, struct ciel_err *err);
+
 /* Compact, key-sorted JSON text of j (stolen: j is freed); NULL on OOM. Caller frees. */
 char *api_dump(json_t *j);
 

@@ -914,27 +914,16 @@ out:
 static void sweep_commit(struct api *a, const json_t *inst, const char *action,
 			 const struct store_op *ops, size_t n)
 {
-	struct api_req r = {0};
+	const char *tenant = jbody_str(inst, "tenant", ""), *name = jbody_str(inst, "name", "");
 	struct ciel_err err = {0};
-	unsigned char rid[16] = {0};
+	char path[API_NAME_MAX + 32];
 
-	r.route = -1;
-	r.action = action;
-	enc_random(rid, sizeof(rid), NULL);
-	enc_hex(rid, sizeof(rid), r.request_id);
-	r.who.role = ROLE_OPERATOR;
-	snprintf(r.who.tenant, sizeof(r.who.tenant), "region");
-	snprintf(r.who.principal, sizeof(r.who.principal), "cield");
-	snprintf(r.tenant, sizeof(r.tenant), "%s", jbody_str(inst, "tenant", ""));
-	snprintf(r.path, sizeof(r.path), "/v1/instances/%s", jbody_str(inst, "name", ""));
-	snprintf(r.source, sizeof(r.source), "cield");
-	if (api_commit(a, &r, ops, n, 200, NULL, &err) < 0)
-		log_warn("%s failed tenant=%s name=%s err=%s", action, r.tenant,
-			 jbody_str(inst, "name", ""), err.msg);
+	snprintf(path, sizeof(path), "/v1/instances/%s", name);
+	if (api_self_commit(a, tenant, path, action, ops, n, &err) < 0)
+		log_warn("%s failed tenant=%s name=%s err=%s", action, tenant, name, err.msg);
 	else
-		log_info("%s tenant=%s name=%s node=%s", action, r.tenant,
-			 jbody_str(inst, "name", ""), jbody_str(inst, "node", ""));
-	api_req_release(&r);
+		log_info("%s tenant=%s name=%s node=%s", action, tenant, name,
+			 jbody_str(inst, "node", ""));
 }
 
 /* One placement on a node that is not Ready. */

@@ -122,26 +122,15 @@ static json_t *job_view(const json_t *job, int64_t rev, bool with_qasm, bool wit
 static int self_commit(struct api *a, const json_t *job, const char *action,
 		       const struct store_op *ops, size_t n)
 {
-	struct api_req r = {0};
+	const char *tenant = jbody_str(job, "tenant", ""), *id = jbody_str(job, "id", "");
 	struct ciel_err err = {0};
-	unsigned char rid[16] = {0};
+	char path[API_NAME_MAX + 32];
 	int ret;
 
-	r.route = -1;
-	r.action = action;
-	enc_random(rid, sizeof(rid), NULL);
-	enc_hex(rid, sizeof(rid), r.request_id);
-	r.who.role = ROLE_OPERATOR;
-	snprintf(r.who.tenant, sizeof(r.who.tenant), "region");
-	snprintf(r.who.principal, sizeof(r.who.principal), "cield");
-	snprintf(r.tenant, sizeof(r.tenant), "%s", jbody_str(job, "tenant", ""));
-	snprintf(r.path, sizeof(r.path), "/v1/quantum/jobs/%s", jbody_str(job, "id", ""));
-	snprintf(r.source, sizeof(r.source), "cield");
-	ret = api_commit(a, &r, ops, n, 200, NULL, &err);
+	snprintf(path, sizeof(path), "/v1/quantum/jobs/%s", id);
+	ret = api_self_commit(a, tenant, path, action, ops, n, &err);
 	if (ret < 0)
-		log_warn("%s failed tenant=%s job=%s err=%s", action, r.tenant,
-			 jbody_str(job, "id", ""), err.msg);
-	api_req_release(&r);
+		log_warn("%s failed tenant=%s job=%s err=%s", action, tenant, id, err.msg);
 	return ret;
 }
 
