@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <grp.h>
 #include <unistd.h>
 
 #include "agent/agent.h"
@@ -41,6 +42,24 @@
 #define QJOB_AS_MARGIN (512LL << 20)	 /* binary, libraries, buffers */
 #define QJOB_AS_PER_THREAD (128LL << 20) /* stack and a malloc arena per thread */
 #define QJOB_NAME_MAX 31
+/*
+ * Workers parse and run tenant input, so they never run as root: each
+ * tenant's workers get a uid of their own (no passwd entry needed), made from
+ * the tenant's name, so one tenant's worker cannot signal, trace or read
+ * /proc of another's. Far above the uids distributions hand out.
+ */
+#define QJOB_UID_BASE 0x60000000u
+#define QJOB_UID_SPAN 0x01000000u
+
+/* The uid a tenant's workers run under when the agent is root (FNV-1a). */
+static uid_t tenant_uid(const char *tenant)
+{
+	uint32_t h = 2166136261u;
+
+	for (const unsigned char *c = (const unsigned char *)tenant; *c; c++)
+		h = (h ^ *c) * 16777619u;
+	return (uid_t)(QJOB_UID_BASE + h % QJOB_UID_SPAN);
+}
 
 enum phase {
 	PH_NEW,	    /* wanted, not started (waits for CPUs) */
@@ -503,14 +522,15 @@ static void end_failed(struct qjob *j, const char *fmt, ...)
 static int spawn(struct qjobs *q, struct qjob *j, const json_t *p, struct ciel_err *err)
 {
 	char shots[24], seed[24], threads[16], maxmem[24], qasm[PATH_MAX], outp[PATH_MAX],
-	    errp[PATH_MAX];
+	    errp[PATH_MAX], title[96];
 	const char *text = jbody_str(p, "qasm", "");
 	int64_t state_bytes = jbody_int(p, "state_bytes", 0);
 	const char *argv[20];
 	struct rlimit rl;
 	cpu_set_t set;
 	pid_t parent = getpid(), pid;
-	int out_fd = -1, err_fd = -1, null_fd = -1, k = 0;
+	int out_fd = -1, err_fd = -1, in_fd = -1, exe_fd = -1, k = 0;
+	uid_t uid = geteuid() == 0 ? tenant_uid(j->tenant) : 0;
 
 	snprintf(shots, sizeof(shots), "%" PRId64, jbody_int(p, "shots", 1));
 	snprintf(seed, sizeof(seed), "%" PRId64, jbody_int(p, "seed", 0));
@@ -522,7 +542,10 @@ static int spawn(struct qjobs *q, struct qjob *j, const json_t *p, struct ciel_e
 		return ciel_err_set(err, CIEL_EINVAL, "job directory path too long");
 	if (write_file(qasm, text, strlen(text)) < 0 || write_json(j->dir, "placement.json", p) < 0)
 		return ciel_err_sys(err, CIEL_EIO, errno, "write %s", j->dir);
-	argv[k++] = q->qsim_bin;
+	/* the worker opens nothing of the agent's (its uid could not): the binary
+	 * and the QASM come as descriptors, and its title names the job for ps */
+	snprintf(title, sizeof(title), "ciel-qsim job %s/%s", j->tenant, j->id);
+	argv[k++] = title;
 	argv[k++] = "--output";
 	argv[k++] = "json";
 	argv[k++] = "--shots";
@@ -539,7 +562,7 @@ static int spawn(struct qjobs *q, struct qjob *j, const json_t *p, struct ciel_e
 		argv[k++] = "--max-memory";
 		argv[k++] = maxmem;
 	}
-	argv[k++] = qasm;
+	argv[k++] = "-";
 	argv[k] = NULL;
 
 	CPU_ZERO(&set);
@@ -549,8 +572,9 @@ static int spawn(struct qjobs *q, struct qjob *j, const json_t *p, struct ciel_e
 	    (rlim_t)(state_bytes + QJOB_AS_MARGIN + (int64_t)j->ncpus * QJOB_AS_PER_THREAD);
 	out_fd = open(outp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	err_fd = open(errp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-	if (out_fd < 0 || err_fd < 0 || null_fd < 0) {
+	in_fd = open(qasm, O_RDONLY | O_CLOEXEC);
+	exe_fd = open(q->qsim_bin, O_RDONLY | O_CLOEXEC);
+	if (out_fd < 0 || err_fd < 0 || in_fd < 0 || exe_fd < 0) {
 		ciel_err_sys(err, CIEL_EIO, errno, "open the worker's output in %s", j->dir);
 		goto fail;
 	}
@@ -567,22 +591,30 @@ static int spawn(struct qjobs *q, struct qjob *j, const json_t *p, struct ciel_e
 		sigprocmask(SIG_SETMASK, &none, NULL);
 		signal(SIGPIPE, SIG_DFL);
 		setsid();
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		if (getppid() != parent)
-			_exit(126); /* the agent went while we were being born */
 		if (sched_setaffinity(0, sizeof(set), &set) < 0)
 			_exit(125);
 		if (!QJOB_SANITIZED)
 			setrlimit(RLIMIT_AS, &rl);
-		if (dup2(null_fd, 0) < 0 || dup2(out_fd, 1) < 0 || dup2(err_fd, 2) < 0)
+		if (dup2(in_fd, 0) < 0 || dup2(out_fd, 1) < 0 || dup2(err_fd, 2) < 0 ||
+		    dup2(exe_fd, 3) < 0 || fcntl(3, F_SETFD, FD_CLOEXEC) < 0)
 			_exit(124);
-		syscall(SYS_close_range, 3U, ~0U, 0U);
-		execv(argv[0], (char *const *)argv);
+		syscall(SYS_close_range, 4U, ~0U, 0U);
+		if (uid && (setgroups(0, NULL) < 0 || setresgid(uid, uid, uid) < 0 ||
+			    setresuid(uid, uid, uid) < 0))
+			_exit(123);
+		/* after setresuid, which clears the parent-death signal */
+		if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 ||
+		    prctl(PR_SET_PDEATHSIG, SIGKILL) < 0)
+			_exit(123);
+		if (getppid() != parent)
+			_exit(126); /* the agent went while we were being born */
+		syscall(SYS_execveat, 3, "", (char *const *)argv, environ, AT_EMPTY_PATH);
 		_exit(127);
 	}
 	close(out_fd);
 	close(err_fd);
-	close(null_fd);
+	close(in_fd);
+	close(exe_fd);
 	j->pid = pid;
 	{
 		json_t *w = json_pack("{s:i}", "pid", (int)pid);
@@ -598,8 +630,10 @@ fail:
 		close(out_fd);
 	if (err_fd >= 0)
 		close(err_fd);
-	if (null_fd >= 0)
-		close(null_fd);
+	if (in_fd >= 0)
+		close(in_fd);
+	if (exe_fd >= 0)
+		close(exe_fd);
 	return -1;
 }
 

@@ -60,7 +60,8 @@ wait_job_state() { # id regex seconds
 	done
 	echo "job $1 is $st, wanted $2" >&2; return 1
 }
-worker_alive() { pgrep -f "qjobs/acme/$1/job.qasm" >/dev/null; }
+worker_alive() { pgrep -f "^ciel-qsim job acme/$1 " >/dev/null; }
+worker_uid() { ps -o uid= -p "$(pgrep -f "^ciel-qsim job $1/$2 " | head -1)" | tr -d ' '; }
 jqe() { test -s "$2" && jq -e "$1" "$2" >/dev/null; } # filter file: true on a non-empty file only
 
 # profiles
@@ -148,6 +149,8 @@ check "the third job waits for a core" jqe '.state == "queued" and (.waiting|tes
 expect_exit 1 "result of a running job exits 1" A quantum result "$N1"
 check "saying it is not finished" grep -q not_finished "$T/err"
 check "n1's worker is a process" worker_alive "$N1"
+uid_n1=$(worker_uid acme "$N1")
+check "n1's worker does not run as root" test -n "$uid_n1" -a "$uid_n1" != 0
 expect_exit 0 "cancel n1" A quantum cancel "$N1"
 check "n1 is cancelled" test "$(job_state "$N1")" = cancelled
 gone=0
@@ -158,7 +161,7 @@ expect_exit 1 "cancelling a cancelled job fails" A quantum cancel "$N1"
 check "pointing to delete" grep -q "quantum delete" "$T/err"
 A quantum cancel "$N2" >/dev/null 2>&1
 A quantum cancel "$N3" >/dev/null 2>&1
-check "no worker of n2 or n3 is left" bash -c "sleep 3; ! pgrep -f '[q]jobs/acme/($N2|$N3)/job.qasm'"
+check "no worker of n2 or n3 is left" bash -c "sleep 3; ! pgrep -f '^ciel-qsim job acme/($N2|$N3) '"
 
 # quantum_max_jobs, set by the operator
 OK=$(cred key_id "$UP/operator.credentials"); OS=$(cred secret "$UP/operator.credentials")
@@ -190,7 +193,7 @@ expect_exit 1 "and the job is gone" A quantum result "$W"
 expect_exit 0 "a job to outlive its agent" A quantum run "$T/narrow.qasm" --shots 100000 --name phoenix --output json
 P=$(jq -r .id "$T/out")
 check "it runs" wait_job_state "$P" running 20
-wpid=$(pgrep -f "qjobs/acme/$P/job.qasm" | head -1)
+wpid=$(pgrep -f "^ciel-qsim job acme/$P " | head -1)
 kill -9 "$(cat "$UP/agents/az1/agent.pid")"
 sleep 0.5
 alive() { local st; st=$(ps -o stat= -p "$1" 2>/dev/null); [ -n "$st" ] && [[ "$st" != Z* ]]; }
@@ -198,7 +201,7 @@ check "its worker died with the agent" bash -c "$(declare -f alive); ! alive '$w
 expect_exit 0 "ciel up restarts the agent" ciel up --data "$UP" --listen "127.0.0.1:$PORT"
 again=0
 for _ in $(seq 100); do
-	w=$(pgrep -f "qjobs/acme/$P/job.qasm" | head -1)
+	w=$(pgrep -f "^ciel-qsim job acme/$P " | head -1)
 	[ -n "$w" ] && [ "$w" != "$wpid" ] && { again=1; break; }
 	sleep 0.1
 done
@@ -216,6 +219,6 @@ expect_exit 0 "acme's chain verifies" A audit verify
 
 # nothing left behind
 down
-check "ciel down left no simulator running" bash -c "! pgrep -f '$UP/.*[q]jobs/'"
+check "ciel down left no simulator running" bash -c "! pgrep -f '^ciel-qsim job '"
 check "no sanitizer report in cield's or the agent's log" bash -c "! grep -l 'Sanitizer' '$UP'/cield.log '$UP'/agents/*/agent.log"
 finish
