@@ -40,6 +40,7 @@
 #include "image/image.h"
 #include "net/net.h"
 #include "oci/oci.h"
+#include "util/file.h"
 #include "util/jbody.h"
 #include "util/log.h"
 #include "util/ts.h"
@@ -130,65 +131,11 @@ int agent_name_valid(const char *s)
 
 /* ---- small helpers ---------------------------------------------------- */
 
-/* snprintf for paths: -1 (and "" in out) if it does not fit. */
-static int pathf(char *out, size_t size, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int pathf(char *out, size_t size, const char *fmt, ...)
-{
-	va_list ap;
-	int n;
-
-	va_start(ap, fmt);
-	n = vsnprintf(out, size, fmt, ap);
-	va_end(ap);
-	if (n < 0 || (size_t)n >= size) {
-		out[0] = '\0';
-		return -1;
-	}
-	return 0;
-}
-
 static int mkdir_one(const char *p, struct ciel_err *err)
 {
 	if (mkdir(p, 0700) < 0 && errno != EEXIST)
 		return ciel_err_sys(err, CIEL_EIO, errno, "mkdir %s", p);
 	return 0;
-}
-
-/* Write data to path atomically: a crash leaves the old file or the new one. */
-static int write_atomic(const char *path, const char *data, size_t len, struct ciel_err *err)
-{
-	char tmp[PATH_MAX + 16];
-	size_t off = 0;
-	int fd;
-
-	pathf(tmp, sizeof(tmp), "%s.tmp", path);
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd < 0)
-		return ciel_err_sys(err, CIEL_EIO, errno, "open %s", tmp);
-	while (off < len) {
-		ssize_t w = write(fd, data + off, len - off);
-
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w < 0)
-			goto fail;
-		off += (size_t)w;
-	}
-	if (fsync(fd) < 0)
-		goto fail;
-	close(fd);
-	if (rename(tmp, path) < 0) {
-		ciel_err_sys(err, CIEL_EIO, errno, "rename %s", path);
-		unlink(tmp);
-		return -1;
-	}
-	return 0;
-fail:
-	ciel_err_sys(err, CIEL_EIO, errno, "write %s", tmp);
-	close(fd);
-	unlink(tmp);
-	return -1;
 }
 
 static bool is_dir(const char *p)
@@ -265,8 +212,8 @@ static struct inst *inst_new(struct agent *a, const char *tenant, const char *na
 	snprintf(in->tenant, sizeof(in->tenant), "%s", tenant);
 	snprintf(in->name, sizeof(in->name), "%s", name);
 	snprintf(in->id, sizeof(in->id), "%s-%s", tenant, name);
-	pathf(in->dir, sizeof(in->dir), "%s/%s/%s", a->instances, tenant, name);
-	pathf(in->meta, sizeof(in->meta), "%s/%s/%s.json", a->instances, tenant, name);
+	file_pathf(in->dir, sizeof(in->dir), "%s/%s/%s", a->instances, tenant, name);
+	file_pathf(in->meta, sizeof(in->meta), "%s/%s/%s.json", a->instances, tenant, name);
 	in->backoff_ms = BACKOFF_MIN_MS;
 	in->next = a->insts;
 	a->insts = in;
@@ -313,7 +260,7 @@ static int save_meta(struct agent *a, struct inst *in)
 
 	if (in->removed)
 		return 0; /* its record went with it */
-	pathf(tdir, sizeof(tdir), "%s/%s", a->instances, in->tenant);
+	file_pathf(tdir, sizeof(tdir), "%s/%s", a->instances, in->tenant);
 	if (mkdir_one(tdir, &err) < 0) {
 		log_warn("instance record not saved tenant=%s name=%s: %s", in->tenant, in->name,
 			 err.msg);
@@ -328,7 +275,7 @@ static int save_meta(struct agent *a, struct inst *in)
 			 in->name);
 		return -1;
 	}
-	r = write_atomic(in->meta, text, strlen(text), &err);
+	r = file_write_atomic(in->meta, text, strlen(text), &err);
 	free(text);
 	if (r < 0)
 		log_warn("instance record not saved tenant=%s name=%s: %s", in->tenant, in->name,
@@ -495,7 +442,7 @@ static int start_inst(struct agent *a, struct inst *in, const json_t *p)
 		}
 		goto out;
 	}
-	pathf(tdir, sizeof(tdir), "%s/%s", a->instances, in->tenant);
+	file_pathf(tdir, sizeof(tdir), "%s/%s", a->instances, in->tenant);
 	if (mkdir_one(tdir, &err) < 0 || mkdir_one(in->dir, &err) < 0) {
 		set_fail(in, "%s", err.msg);
 		goto out;
@@ -572,7 +519,7 @@ static int remove_local(struct agent *a, struct inst *in)
 				 in->name, strerror(errno));
 			return -1;
 		}
-		pathf(tdir, sizeof(tdir), "%s/%s", a->instances, in->tenant);
+		file_pathf(tdir, sizeof(tdir), "%s/%s", a->instances, in->tenant);
 		rmdir(tdir); /* the tenant's last instance here: fails harmlessly otherwise */
 		json_decref(in->status);
 		in->status = NULL;
@@ -941,7 +888,7 @@ static void adopt(struct agent *a)
 	while ((te = readdir(td))) {
 		if (!agent_name_valid(te->d_name))
 			continue;
-		pathf(tpath, sizeof(tpath), "%s/%s", a->instances, te->d_name);
+		file_pathf(tpath, sizeof(tpath), "%s/%s", a->instances, te->d_name);
 		nd = opendir(tpath);
 		if (!nd)
 			continue;
@@ -1133,10 +1080,10 @@ int agent_open(struct agent **out, const struct agent_config *cfg, struct ciel_e
 		ciel_err_set(err, CIEL_EINVAL, "agent: path too long");
 		goto fail;
 	}
-	pathf(a->instances, sizeof(a->instances), "%s/instances", a->state);
-	pathf(a->blobs, sizeof(a->blobs), "%s/blobs", a->state);
-	pathf(a->images, sizeof(a->images), "%s/images", a->state);
-	pathf(root, sizeof(root), "%s/runtime", a->state);
+	file_pathf(a->instances, sizeof(a->instances), "%s/instances", a->state);
+	file_pathf(a->blobs, sizeof(a->blobs), "%s/blobs", a->state);
+	file_pathf(a->images, sizeof(a->images), "%s/images", a->state);
+	file_pathf(root, sizeof(root), "%s/runtime", a->state);
 	esc = client_escape(a->node);
 	if (!esc) {
 		ciel_err_set(err, CIEL_ENOMEM, "out of memory");
@@ -1159,7 +1106,7 @@ int agent_open(struct agent **out, const struct agent_config *cfg, struct ciel_e
 			*slash = '\0';
 		else
 			snprintf(dir, sizeof(dir), ".");
-		pathf(qsim, sizeof(qsim), "%s/ciel-qsim", dir);
+		file_pathf(qsim, sizeof(qsim), "%s/ciel-qsim", dir);
 		esc = client_escape(a->node);
 		if (!esc) {
 			ciel_err_set(err, CIEL_ENOMEM, "out of memory");

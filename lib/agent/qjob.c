@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "agent/agent.h"
+#include "util/file.h"
 #include "util/jbody.h"
 #include "util/log.h"
 #include "util/ts.h"
@@ -93,61 +94,13 @@ struct qjobs {
 	bool busy[QJOB_MAX_CPUS];	      /* by CPU id: a worker holds it */
 };
 
-/* snprintf for paths: -1 (and "" in out) if it does not fit. */
-static int pathf(char *out, size_t size, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int pathf(char *out, size_t size, const char *fmt, ...)
-{
-	va_list ap;
-	int n;
-
-	va_start(ap, fmt);
-	n = vsnprintf(out, size, fmt, ap);
-	va_end(ap);
-	if (n < 0 || (size_t)n >= size) {
-		out[0] = '\0';
-		return -1;
-	}
-	return 0;
-}
-
-static int write_file(const char *path, const char *data, size_t len)
-{
-	char tmp[PATH_MAX + 8];
-	size_t off = 0;
-	int fd;
-
-	if (pathf(tmp, sizeof(tmp), "%s.tmp", path) < 0)
-		return -1;
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd < 0)
-		return -1;
-	while (off < len) {
-		ssize_t w = write(fd, data + off, len - off);
-
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w < 0) {
-			close(fd);
-			unlink(tmp);
-			return -1;
-		}
-		off += (size_t)w;
-	}
-	if (fsync(fd) < 0 || close(fd) < 0 || rename(tmp, path) < 0) {
-		unlink(tmp);
-		return -1;
-	}
-	return 0;
-}
-
 static int write_json(const char *dir, const char *name, const json_t *j)
 {
 	char path[PATH_MAX], *text = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
 	int r = -1;
 
-	if (text && pathf(path, sizeof(path), "%s/%s", dir, name) == 0)
-		r = write_file(path, text, strlen(text));
+	if (text && file_pathf(path, sizeof(path), "%s/%s", dir, name) == 0)
+		r = file_write_atomic(path, text, strlen(text), NULL);
 	free(text);
 	return r;
 }
@@ -156,7 +109,7 @@ static void remove_file(const char *dir, const char *name)
 {
 	char path[PATH_MAX];
 
-	if (pathf(path, sizeof(path), "%s/%s", dir, name) == 0)
+	if (file_pathf(path, sizeof(path), "%s/%s", dir, name) == 0)
 		unlink(path);
 }
 
@@ -170,7 +123,7 @@ static void remove_dir(struct qjobs *q, struct qjob *j)
 	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++)
 		remove_file(j->dir, files[i]);
 	rmdir(j->dir);
-	if (pathf(tdir, sizeof(tdir), "%s/%s", q->root, j->tenant) == 0)
+	if (file_pathf(tdir, sizeof(tdir), "%s/%s", q->root, j->tenant) == 0)
 		rmdir(tdir); /* the tenant's last job here: fails harmlessly otherwise */
 }
 
@@ -192,7 +145,7 @@ static struct qjob *job_new(struct qjobs *q, const char *tenant, const char *id)
 		return NULL;
 	snprintf(j->tenant, sizeof(j->tenant), "%s", tenant);
 	snprintf(j->id, sizeof(j->id), "%s", id);
-	pathf(j->dir, sizeof(j->dir), "%s/%s/%s", q->root, tenant, id);
+	file_pathf(j->dir, sizeof(j->dir), "%s/%s/%s", q->root, tenant, id);
 	j->next = q->jobs;
 	q->jobs = j;
 	return j;
@@ -230,8 +183,8 @@ static bool is_our_worker(pid_t pid, const char *dir)
 	int fd;
 	bool found = false;
 
-	if (pid <= 1 || pathf(path, sizeof(path), "/proc/%d/cmdline", (int)pid) < 0 ||
-	    pathf(qasm, sizeof(qasm), "%s/job.qasm", dir) < 0)
+	if (pid <= 1 || file_pathf(path, sizeof(path), "/proc/%d/cmdline", (int)pid) < 0 ||
+	    file_pathf(qasm, sizeof(qasm), "%s/job.qasm", dir) < 0)
 		return false;
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
@@ -254,7 +207,7 @@ static void kill_orphan(struct qjob *j)
 	json_t *w;
 	pid_t pid;
 
-	if (pathf(path, sizeof(path), "%s/worker.json", j->dir) < 0)
+	if (file_pathf(path, sizeof(path), "%s/worker.json", j->dir) < 0)
 		return;
 	w = json_load_file(path, 0, NULL);
 	pid = (pid_t)jbody_int(w, "pid", 0);
@@ -282,7 +235,7 @@ static void adopt(struct qjobs *q)
 		return;
 	while ((te = readdir(td))) {
 		if (!agent_name_valid(te->d_name) ||
-		    pathf(tpath, sizeof(tpath), "%s/%s", q->root, te->d_name) < 0 ||
+		    file_pathf(tpath, sizeof(tpath), "%s/%s", q->root, te->d_name) < 0 ||
 		    !(jd = opendir(tpath)))
 			continue;
 		while ((je = readdir(jd))) {
@@ -294,7 +247,7 @@ static void adopt(struct qjobs *q)
 			if (!j)
 				break;
 			kill_orphan(j);
-			if (pathf(path, sizeof(path), "%s/final.json", j->dir) == 0)
+			if (file_pathf(path, sizeof(path), "%s/final.json", j->dir) == 0)
 				j->final = json_load_file(path, 0, NULL);
 			if (j->final) {
 				j->phase = PH_DONE;
@@ -320,9 +273,9 @@ int qjobs_open(struct qjobs **out, const char *state, const char *qsim_bin, cons
 	*out = NULL;
 	if (!q)
 		return ciel_err_set(err, CIEL_ENOMEM, "out of memory");
-	if (pathf(q->root, sizeof(q->root), "%s/qjobs", state) < 0 ||
-	    pathf(q->qsim_bin, sizeof(q->qsim_bin), "%s", qsim_bin) < 0 ||
-	    pathf(q->report_path, sizeof(q->report_path), "%s", report_path) < 0) {
+	if (file_pathf(q->root, sizeof(q->root), "%s/qjobs", state) < 0 ||
+	    file_pathf(q->qsim_bin, sizeof(q->qsim_bin), "%s", qsim_bin) < 0 ||
+	    file_pathf(q->report_path, sizeof(q->report_path), "%s", report_path) < 0) {
 		free(q);
 		return ciel_err_set(err, CIEL_EINVAL, "qjobs: path too long");
 	}
@@ -477,7 +430,7 @@ static int64_t end_ms(const struct qjob *j)
 	struct stat st;
 	int64_t now = ts_now_ms(), m;
 
-	if (pathf(path, sizeof(path), "%s/out.json", j->dir) < 0 || stat(path, &st) < 0)
+	if (file_pathf(path, sizeof(path), "%s/out.json", j->dir) < 0 || stat(path, &st) < 0)
 		return now;
 	m = (int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000;
 	return m >= j->started_ms && m <= now ? m : now;
@@ -536,11 +489,12 @@ static int spawn(struct qjobs *q, struct qjob *j, const json_t *p, struct ciel_e
 	snprintf(seed, sizeof(seed), "%" PRId64, jbody_int(p, "seed", 0));
 	snprintf(threads, sizeof(threads), "%d", j->ncpus);
 	snprintf(maxmem, sizeof(maxmem), "%" PRId64, state_bytes);
-	if (pathf(qasm, sizeof(qasm), "%s/job.qasm", j->dir) < 0 ||
-	    pathf(outp, sizeof(outp), "%s/out.json", j->dir) < 0 ||
-	    pathf(errp, sizeof(errp), "%s/err.txt", j->dir) < 0)
+	if (file_pathf(qasm, sizeof(qasm), "%s/job.qasm", j->dir) < 0 ||
+	    file_pathf(outp, sizeof(outp), "%s/out.json", j->dir) < 0 ||
+	    file_pathf(errp, sizeof(errp), "%s/err.txt", j->dir) < 0)
 		return ciel_err_set(err, CIEL_EINVAL, "job directory path too long");
-	if (write_file(qasm, text, strlen(text)) < 0 || write_json(j->dir, "placement.json", p) < 0)
+	if (file_write_atomic(qasm, text, strlen(text), NULL) < 0 ||
+	    write_json(j->dir, "placement.json", p) < 0)
 		return ciel_err_sys(err, CIEL_EIO, errno, "write %s", j->dir);
 	/* the worker opens nothing of the agent's (its uid could not): the binary
 	 * and the QASM come as descriptors, and its title names the job for ps */
@@ -645,7 +599,7 @@ static void start(struct qjobs *q, struct qjob *j)
 
 	if (take_cpus(q, j, threads > QJOB_MAX_CPUS ? QJOB_MAX_CPUS : (int)threads) < 0)
 		return; /* a cancelled worker still holds CPUs: the next pass */
-	if (pathf(tdir, sizeof(tdir), "%s/%s", q->root, j->tenant) < 0 ||
+	if (file_pathf(tdir, sizeof(tdir), "%s/%s", q->root, j->tenant) < 0 ||
 	    (mkdir(tdir, 0700) < 0 && errno != EEXIST) ||
 	    (mkdir(j->dir, 0700) < 0 && errno != EEXIST)) {
 		cpus_release(q, j);
@@ -679,7 +633,7 @@ static char *read_out(const struct qjob *j, const char *name, size_t max, off_t 
 	int fd;
 
 	*size = -1;
-	if (pathf(path, sizeof(path), "%s/%s", j->dir, name) < 0)
+	if (file_pathf(path, sizeof(path), "%s/%s", j->dir, name) < 0)
 		return NULL;
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
