@@ -1,0 +1,2 @@
+/* chat — see chat.h (being written). */
+#include "llm/chat.h"

@@ -1,0 +1,2 @@
+/* engine — see engine.h (being written). */
+#include "llm/engine.h"

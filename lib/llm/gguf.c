@@ -1,0 +1,2 @@
+/* gguf — see gguf.h (being written). */
+#include "llm/gguf.h"

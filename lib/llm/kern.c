@@ -1,0 +1,2 @@
+/* kern — see kern.h (being written). */
+#include "llm/kern.h"

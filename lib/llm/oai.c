@@ -1,0 +1,2 @@
+/* oai — see oai.h (being written). */
+#include "llm/oai.h"

@@ -1,0 +1,2 @@
+/* sample — see sample.h (being written). */
+#include "llm/sample.h"

@@ -1,0 +1,2 @@
+/* tok — see tok.h (being written). */
+#include "llm/tok.h"

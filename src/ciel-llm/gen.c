@@ -1,0 +1,20 @@
+/* gen.c — placeholder, being written. */
+#include <stdio.h>
+
+#include "cmd.h"
+
+int cmd_gen(int argc, char **argv)
+{
+	(void)argc;
+	(void)argv;
+	fprintf(stderr, "ciel-llm: not built yet\n");
+	return 1;
+}
+
+int cmd_info(int argc, char **argv)
+{
+	(void)argc;
+	(void)argv;
+	fprintf(stderr, "ciel-llm: not built yet\n");
+	return 1;
+}

@@ -1,0 +1,20 @@
+/* run.c — placeholder, being written. */
+#include <stdio.h>
+
+#include "cmd.h"
+
+int cmd_logits(int argc, char **argv)
+{
+	(void)argc;
+	(void)argv;
+	fprintf(stderr, "ciel-llm: not built yet\n");
+	return 1;
+}
+
+int cmd_run(int argc, char **argv)
+{
+	(void)argc;
+	(void)argv;
+	fprintf(stderr, "ciel-llm: not built yet\n");
+	return 1;
+}
