@@ -9,7 +9,8 @@
  * The parser trusts nothing: every count, length, offset and dimension is
  * checked against the file size before use, the tensor data of each tensor
  * must lie inside the file, be aligned as general.alignment says, and hold
- * exactly the bytes its type and shape need (kern_row_bytes). Errors are
+ * exactly the bytes its type and shape need (gguf_row_bytes, which agrees
+ * with kern_row_bytes on the types kern knows). Errors are
  * CIEL_EINVAL with a message that names what is wrong and where ("tensor
  * 'blk.3.attn_q.weight': data ends at byte 9123456 past the end of the file
  * (8000000 bytes)").
@@ -97,6 +98,33 @@ int gguf_get_str(const struct gguf *g, const char *key, struct gguf_str *out, st
 int gguf_arr_str(const struct gguf *g, int i, uint64_t idx, struct gguf_str *out);
 double gguf_arr_num(const struct gguf *g, int i, uint64_t idx);
 
+/*
+ * Scalar values by index, for tools that print every key (ciel-llm info):
+ * gguf_kv_int gives integer types (0, or -1 for another type or a u64 past
+ * INT64_MAX); gguf_kv_num any numeric or bool as a double (NaN otherwise);
+ * gguf_kv_str a string (0, or -1 for another type).
+ */
+int gguf_kv_int(const struct gguf *g, int i, int64_t *out);
+double gguf_kv_num(const struct gguf *g, int i);
+int gguf_kv_str(const struct gguf *g, int i, struct gguf_str *out);
+/* "u32", "string", "array"...; "?" for a number we do not know. */
+const char *gguf_vtype_name(uint32_t t);
+
+/* Bytes of tensor data the file's alignment applies to, and where that data starts. */
+uint32_t gguf_alignment(const struct gguf *g);
+uint64_t gguf_data_offset(const struct gguf *g);
+
+/*
+ * The parser's own table of ggml tensor types (it knows more of them than
+ * kern computes with, so `ciel-llm info` can show any file; the model checks
+ * kern_type_ok). Name ("q5_0"), or NULL if unknown; elements per block and
+ * bytes of a row of n elements, 0 if unknown or n is not a whole number of
+ * blocks.
+ */
+const char *gguf_type_name(uint32_t type);
+uint32_t gguf_block_elems(uint32_t type);
+uint64_t gguf_row_bytes(uint32_t type, uint64_t n);
+
 size_t gguf_n_tensors(const struct gguf *g);
 const struct gguf_tensor *gguf_tensor(const struct gguf *g, size_t i);
 const struct gguf_tensor *gguf_find_tensor(const struct gguf *g, const char *name);
@@ -121,7 +149,11 @@ int gguf_w_copy_kv(struct gguf_writer *w, const struct gguf *g, const char *pref
 /*
  * A tensor of type with ne[0..n_dims) elements; data holds kern_row_bytes(type,
  * ne[0]) * (rows) bytes. Large tensors are streamed from a callback instead:
- * fill(arg, row, buf) writes row number `row` (0-based over all rows).
+ * fill(arg, row, buf) writes row number `row` (0-based over all rows); rows
+ * are asked for in order, once each, while gguf_writer_write runs.
+ * Setting a key that is already there replaces its value; a tensor name
+ * already there, an unknown type or a shape that is not whole blocks fails
+ * (-1), and gguf_writer_write then reports why.
  */
 int gguf_w_tensor(struct gguf_writer *w, const char *name, uint32_t type, uint32_t n_dims,
 		  const uint64_t *ne, const void *data);
@@ -130,5 +162,9 @@ int gguf_w_tensor_cb(struct gguf_writer *w, const char *name, uint32_t type, uin
 		     void *arg);
 int gguf_writer_write(struct gguf_writer *w, const char *path, uint32_t version,
 		      struct ciel_err *err);
+/* A u64 key (general.alignment is u32: use gguf_w_u32). */
+int gguf_w_u64(struct gguf_writer *w, const char *key, uint64_t v);
+/* Data alignment of the file written (power of two; default 32); also written as general.alignment when not 32. */
+int gguf_w_alignment(struct gguf_writer *w, uint32_t alignment);
 
 #endif

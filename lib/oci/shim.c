@@ -280,7 +280,7 @@ static int shim_run(struct shim *sh, char *why, size_t why_len)
 			NULL};
 	struct ciel_err err = {0};
 	size_t got = 0;
-	int p[2], null_fd, ws = 0, done = 0;
+	int p[2], null_fd, ws = 0, done = 0, head_logged = 0;
 	pid_t pid;
 
 	why[0] = '\0';
@@ -328,8 +328,15 @@ static int shim_run(struct shim *sh, char *why, size_t why_len)
 			}
 			break;
 		}
-		if (sh->out_r >= 0 && got == sizeof(head) - 1 && pf[1].revents)
-			pump(sh); /* past the head: straight to the log */
+		if (sh->out_r >= 0 && got == sizeof(head) - 1 && pf[1].revents) {
+			/* past the head: it goes to the log first, then the rest straight on,
+			 * or the log would hold the output out of order */
+			if (!head_logged) {
+				log_append(sh, head, got);
+				head_logged = 1;
+			}
+			pump(sh);
+		}
 		if (done)
 			break;
 		if (ts_mono_ms() >= deadline) {
@@ -342,7 +349,8 @@ static int shim_run(struct shim *sh, char *why, size_t why_len)
 		}
 	}
 	head[got] = '\0';
-	log_append(sh, head, got);
+	if (!head_logged)
+		log_append(sh, head, got);
 	if (exit_code(ws) != 0) {
 		oci_first_line(head, why, why_len);
 		if (!why[0])
