@@ -164,7 +164,8 @@ int gguf_writer_write(struct gguf_writer *w, const char *path, uint32_t version,
 		      struct ciel_err *err);
 /* A u64 key (general.alignment is u32: use gguf_w_u32). */
 int gguf_w_u64(struct gguf_writer *w, const char *key, uint64_t v);
-/* Data alignment of the file written (power of two; default 32); also written as general.alignment when not 32. */
+/* Data alignment of the file written (power of two; default 32); also written as general.alignment
+ * when not 32. */
 int gguf_w_alignment(struct gguf_writer *w, uint32_t alignment);
 
 #endif
