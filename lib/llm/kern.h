@@ -56,6 +56,14 @@ uint16_t kern_f32_to_bf16(float f);
 
 /* Which path runs: "avx512", "avx2", "portable". */
 const char *kern_path(void);
+/*
+ * Force a path by name ("avx512", "avx512bw": AVX-512 without VNNI, "avx2",
+ * "portable"); -1 if unknown or this CPU lacks it. For tests and benches:
+ * not to be called while a matmul runs.
+ */
+int kern_set_path(const char *name);
+/* The compiled-in path names, best first, NULL-terminated (static storage). */
+const char *const *kern_paths(void);
 
 /* A persistent pool of threads; the caller's thread is one of them. */
 struct kern_pool;
