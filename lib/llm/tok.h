@@ -52,7 +52,8 @@ enum tok_kind tok_kind(const struct tok *t);
 int32_t tok_n_vocab(const struct tok *t);
 int32_t tok_bos(const struct tok *t); /* -1 if none */
 int32_t tok_eos(const struct tok *t); /* -1 if none */
-/* End of generation: eos, eot (<|eot_id|>, <|im_end|>) and the like. */
+/* End of generation: eos, eot (<|eot_id|>, <|im_end|>) and the like, and a
+ * sampled BOS (the model began a new document). */
 int tok_is_eog(const struct tok *t, int32_t id);
 /* Token id of an exact piece (special or normal), -1 if none. */
 int32_t tok_lookup(const struct tok *t, const char *piece);
@@ -72,5 +73,22 @@ int tok_encode(const struct tok *t, const char *text, size_t len, int flags, int
  * returns the full length (like snprintf, no NUL), -1 for an id out of range.
  */
 int tok_decode(const struct tok *t, int32_t id, int flags, char *buf, size_t cap);
+
+/*
+ * Additions for tools, tests and the model loader.
+ */
+/* tok_from_hf on buffers (config may be NULL): what fuzzing and tests use. */
+int tok_from_hf_buf(struct tok **out, const char *json, size_t len, const char *config,
+		    size_t config_len, struct ciel_err *err);
+/* Write t as GGUF tokenizer.ggml.* metadata (+ tokenizer.chat_template); -1 on failure. */
+int tok_to_gguf(const struct tok *t, struct gguf_writer *w);
+/* The raw piece of id (len bytes, NUL-terminated), NULL if out of range. */
+const char *tok_piece(const struct tok *t, int32_t id, size_t *len);
+/* Would TOK_BOS add a BOS token? */
+int tok_add_bos(const struct tok *t);
+/* tokenizer.chat_template (GGUF) or chat_template (tokenizer_config.json), or NULL. */
+const char *tok_chat_template(const struct tok *t);
+/* The BPE pre-tokenizer's GGUF name ("llama-bpe", "qwen2", "gpt2"), NULL for SPM. */
+const char *tok_pre_name(const struct tok *t);
 
 #endif
