@@ -52,6 +52,7 @@ struct llm_model;
 int llm_model_open(struct llm_model **out, const char *path, struct ciel_err *err);
 void llm_model_close(struct llm_model *m);
 const struct llm_hparams *llm_model_hparams(const struct llm_model *m);
+/* The tokenizer, or NULL when the file has no vocabulary (tokenizer.ggml.model absent). */
 const struct tok *llm_model_tok(const struct llm_model *m);
 /* tokenizer.chat_template, or NULL. */
 const char *llm_model_chat_template(const struct llm_model *m);
