@@ -8,11 +8,17 @@
  * and never stalls the streams already running. One llm_forward serves the
  * whole batch: one pass over the weights for every active sequence.
  * Requests join at any step and leave as soon as they finish; their KV
- * blocks go back to the pool (zeroed) at once.
+ * blocks go back to the pool (zeroed) at once. A request is admitted when a
+ * sequence slot and blocks for its prompt + 1 are free (FIFO); if the pool
+ * runs dry as sequences grow (kv_bytes below max_seqs full contexts), the
+ * newest running request is preempted and later recomputed, invisibly to its
+ * client.
  *
  * Text: tokens are detokenised incrementally; bytes are handed out only once
  * they form complete UTF-8 and cannot be the start of a stop sequence, so the
  * client never sees a partial character or any part of a stop string.
+ * Bytes that are not UTF-8 (a model can emit any byte) reach on_text as
+ * U+FFFD, so every piece of text handed out is valid UTF-8.
  *
  * Callbacks run on the engine thread and must not block (copy and signal).
  */
@@ -27,6 +33,7 @@
 #include "util/err.h"
 
 #define LLM_MAX_STOP 4
+#define LLM_STOP_MAX_LEN 256 /* bytes of one stop sequence */
 
 struct llm_engine_cfg {
 	const char *model_path;
@@ -60,12 +67,21 @@ struct llm_gen {
 	void (*on_done)(void *arg, enum llm_finish why, uint32_t prompt_tokens,
 			uint32_t completion_tokens, const struct ciel_err *err);
 	void *arg;
+	/*
+	 * Optional (may be NULL): every sampled token, the end-of-generation one
+	 * included, before its text, with the number of the engine step that
+	 * produced it (steps count from 1). For tests and metering.
+	 */
+	void (*on_token)(void *arg, int32_t tok, uint64_t step);
 };
 
+/* A snapshot; prompt_tokens counts prompt tokens run through the model, completion_tokens sampled
+ * ones. */
 struct llm_engine_stats {
 	uint32_t running, waiting;
 	uint32_t kv_blocks_total, kv_blocks_used;
 	uint64_t steps, prompt_tokens, completion_tokens;
+	uint64_t preemptions; /* requests sent back to the queue when the KV pool ran out */
 };
 
 struct llm_engine;
