@@ -16,7 +16,7 @@
  * null) and req->err_code the OpenAI "code" string ("" for null).
  *
  * Text given to the builders need not be valid UTF-8: invalid bytes become
- * U+FFFD, so a JSON answer is always well-formed.
+ * U+FFFD (NUL bytes \u0000), so a JSON answer is always well-formed.
  */
 #ifndef CIEL_OAI_H
 #define CIEL_OAI_H
@@ -26,12 +26,12 @@
 
 #include "util/err.h"
 
-#define OAI_MAX_BODY (1u << 20)	 /* bytes of a request body (413 past it) */
-#define OAI_MAX_MESSAGES 4096	 /* entries of "messages" */
-#define OAI_MAX_STOP 4		 /* strings in "stop" (OpenAI's limit) */
-#define OAI_MAX_STOP_LEN 256	 /* bytes of one stop string */
-#define OAI_MAX_MODEL_LEN 256	 /* bytes of "model" */
-#define OAI_ID_LEN 48		 /* room for "chatcmpl-" + 32 hex + NUL */
+#define OAI_MAX_BODY (1u << 20) /* bytes of a request body (413 past it) */
+#define OAI_MAX_MESSAGES 4096	/* entries of "messages" */
+#define OAI_MAX_STOP 4		/* strings in "stop" (OpenAI's limit) */
+#define OAI_MAX_STOP_LEN 256	/* bytes of one stop string */
+#define OAI_MAX_MODEL_LEN 256	/* bytes of "model" */
+#define OAI_ID_LEN 48		/* room for "chatcmpl-" + 32 hex + NUL */
 
 enum oai_kind {
 	OAI_CHAT = 1,	    /* POST .../chat/completions */
@@ -39,7 +39,7 @@ enum oai_kind {
 };
 
 struct oai_msg {
-	char *role; /* "system", "user" or "assistant" ("developer" is read as "system") */
+	char *role;    /* "system", "user" or "assistant" ("developer" is read as "system") */
 	char *content; /* string content, or the text parts joined (no separator) */
 };
 
@@ -114,10 +114,11 @@ char *oai_model_json(const char *name, int64_t created, const char *owned_by);
 
 /*
  * OpenAI-shaped error {"error":{"message","type","param","code"}}; param
- * and code NULL or "" give JSON null. type follows the status: 400/404/409/
- * 413/422 "invalid_request_error", 401 "authentication_error"... see
- * oai_error_type. Stream errors after the headers went out use the same
- * body as an SSE event: oai_error_sse.
+ * and code NULL or "" give JSON null. type follows the status as OpenAI's
+ * does: 4xx "invalid_request_error" (401 too, with code "invalid_api_key"
+ * from the caller), 403 "permission_error", 429 "rate_limit_error", 503
+ * "service_unavailable_error", other 5xx "server_error". Stream errors after the headers went out
+ * use the same body as an SSE event: oai_error_sse.
  */
 char *oai_error_json(int status, const char *message, const char *param, const char *code);
 char *oai_error_sse(int status, const char *message, const char *param, const char *code);
