@@ -13,7 +13,7 @@
 #include "util/ts.h"
 
 /* The handler tables, flattened once so a route has one index (metrics). */
-#define MAX_ROUTES 96
+#define MAX_ROUTES 128
 static const struct api_route *routes[MAX_ROUTES];
 static const char *route_names[MAX_ROUTES];
 static size_t n_routes;
@@ -21,7 +21,8 @@ static size_t n_routes;
 static void routes_init(void)
 {
 	const struct api_route *tables[] = {fleet_routes, iam_routes,	   trail_routes,
-					    image_routes, instance_routes, quantum_routes};
+					    image_routes, instance_routes, quantum_routes,
+					    model_routes, apikey_routes,   openai_routes};
 
 	if (n_routes)
 		return;
@@ -123,7 +124,16 @@ void api_req_release(struct api_req *r)
 
 static void reply_error(struct api_req *r, struct api_resp *resp, const struct ciel_err *err)
 {
-	json_t *e = json_pack("{s:s, s:s}", "code", ciel_code_name(err->code), "message", err->msg);
+	json_t *e;
+
+	/* OpenAI clients read their own error shape, whatever went wrong */
+	if (r->raw_path && strncmp(r->raw_path, "/openai/", 8) == 0) {
+		api_reply(resp, ciel_code_http(err->code),
+			  openai_error_body(ciel_code_http(err->code), err));
+		resp->err = *err;
+		return;
+	}
+	e = json_pack("{s:s, s:s}", "code", ciel_code_name(err->code), "message", err->msg);
 
 	if (e && err->field[0])
 		json_object_set_new(e, "field", json_string(err->field));
@@ -614,7 +624,11 @@ void api_handle(struct api *a, struct api_req *r, struct api_resp *resp)
 		goto fail;
 	}
 	if (!(rt->flags & ROUTE_UNSIGNED)) {
-		if (authenticate(a, r, 0, &err) < 0)
+		/* an OpenAI client's API key, or else the usual signature */
+		if ((rt->flags & ROUTE_BEARER) && apikeys_is_bearer(r->h_authorization)) {
+			if (apikeys_authenticate(a, r, &err) < 0)
+				goto fail;
+		} else if (authenticate(a, r, 0, &err) < 0)
 			goto fail;
 		if (!(rt->roles & r->who.role)) {
 			ciel_err_set(&err, CIEL_EPERM, "%s: role %s may not do %s",

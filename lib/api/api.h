@@ -11,8 +11,10 @@
  * without a trail.
  *
  * Handlers live in iam.c (tenants, principals, keys, quotas), fleet.c
- * (region, zones, nodes), trail.c (audit), images.c, instances.c and
- * quantum.c (quantum jobs); each exports its route table.
+ * (region, zones, nodes), trail.c (audit), images.c, instances.c,
+ * quantum.c (quantum jobs), models.c (LLM endpoints), apikeys.c (API keys
+ * for the OpenAI surface) and openai.c (the /openai/v1 proxy, metering);
+ * each exports its route table.
  */
 #ifndef CIEL_API_H
 #define CIEL_API_H
@@ -123,6 +125,7 @@ struct api_resp {
 	void *stream_arg;
 	void (*stream_free)(void *arg);
 	char allow[64];	     /* for 405 */
+	int retry_after_s;   /* > 0: a Retry-After header (429) */
 	struct ciel_err err; /* set when status >= 400 */
 };
 void api_resp_release(struct api_resp *resp);
@@ -135,6 +138,8 @@ enum api_route_flags {
 	ROUTE_TENANT = 1 << 1,	   /* acts on a tenant: the key's, or ?tenant= for the operator */
 	ROUTE_TENANT_OPT = 1 << 2, /* like ROUTE_TENANT, but the operator may omit ?tenant= */
 	ROUTE_UPLOAD = 1 << 3,	   /* a large body (API_UPLOAD_MAX) spooled to a file */
+	ROUTE_BEARER = 1 << 4,	   /* also takes "Authorization: Bearer sk-ciel-..." API keys */
+	ROUTE_OPENAI = 1 << 5, /* errors are OpenAI-shaped: {"error":{message,type,param,code}} */
 };
 
 struct api_route {
@@ -153,6 +158,9 @@ extern const struct api_route trail_routes[];
 extern const struct api_route image_routes[];
 extern const struct api_route instance_routes[];
 extern const struct api_route quantum_routes[];
+extern const struct api_route model_routes[];
+extern const struct api_route apikey_routes[];
+extern const struct api_route openai_routes[];
 
 /* True if method + raw (encoded) path name a ROUTE_UPLOAD route: the HTTP
  * layer then spools the body to a file under data_dir/uploads. */
@@ -215,6 +223,41 @@ void compute_sweep(struct api *a);
  * audited in the job's tenant's chain by principal "cield".
  */
 void quantum_dispatch(struct api *a);
+
+/* ---- models as a service (models.c, apikeys.c, openai.c) ---- */
+
+#define LLM_DEFAULT_TPM 100000 /* llm_tokens_per_minute of a quota that predates it */
+
+/*
+ * Authenticate r by its "Authorization: Bearer sk-ciel-<id>-<secret>" header
+ * (an API key of a tenant): fills r->who as a member of that tenant with
+ * principal "apikey:<id>". -1 with CIEL_EUNAUTH (r->reason set) otherwise.
+ */
+int apikeys_authenticate(struct api *a, struct api_req *r, struct ciel_err *err);
+/* Is h an "Authorization: Bearer ..." header value? */
+int apikeys_is_bearer(const char *h);
+
+/*
+ * The endpoint document of model name as tenant sees it: the tenant's own,
+ * else a public one (tenant may be "" or "region": public only). Includes
+ * the worker's url and token (never shown by GET). NULL with CIEL_ENOTFOUND
+ * if there is none. Caller json_decref()s.
+ */
+json_t *models_find(struct api *a, const char *tenant, const char *name, struct ciel_err *err);
+
+/*
+ * Place endpoints waiting for a node (state pending), and move those whose
+ * node went NotReady. Called every second by cield's main loop and after a
+ * deploy; each change is audited in the endpoint's tenant's chain (public
+ * ones in the region's) by principal "cield".
+ */
+void models_dispatch(struct api *a);
+
+/* {"error":{"message","type","param","code"}} for err answered with status. */
+json_t *openai_error_body(int status, const struct ciel_err *err);
+
+/* Tokens (prompt + completion) tenant used in the last 60 s, as the TPM quota counts them. */
+int64_t openai_tpm_used(const char *tenant);
 
 /*
  * Handle one request. Always fills resp (status, body); never fails. Owns

@@ -214,6 +214,12 @@ static enum MHD_Result respond(struct http_server *s, struct MHD_Connection *c, 
 	MHD_add_response_header(mr, "Cache-Control", "no-store");
 	if (resp.status == 405 && resp.allow[0])
 		MHD_add_response_header(mr, "Allow", resp.allow);
+	if (resp.retry_after_s > 0) {
+		char ra[16];
+
+		snprintf(ra, sizeof(ra), "%d", resp.retry_after_s);
+		MHD_add_response_header(mr, "Retry-After", ra);
+	}
 	ret = MHD_queue_response(c, (unsigned)resp.status, mr);
 	MHD_destroy_response(mr);
 	api_resp_release(&resp);

@@ -7,8 +7,10 @@
  *   /tenants/<t>/keys/<id>            {"id","principal","role","created"} (listing index)
  *   /tenants/<t>/quota                {"instances","vcpus","memory_bytes",
  *                                      "quantum_max_qubits","quantum_max_shots",
- *                                      "quantum_max_jobs"} (quantum ones default
- *                                      to QUANTUM_DEFAULT_* when absent: older tenants)
+ *                                      "quantum_max_jobs","llm_tokens_per_minute"}
+ *                                      (quantum and llm ones default to
+ *                                      QUANTUM_DEFAULT_* / LLM_DEFAULT_TPM when
+ *                                      absent: older tenants)
  *   /keys/<id>                        {"id","tenant","principal","role","secret","created"}
  *   /region/keys/<id>                 listing index of region keys (operator, nodes)
  * /keys/<id> is what authentication reads; "secret" is sealed with the master
@@ -177,10 +179,11 @@ static int h_tenant_create(struct api *a, struct api_req *r, struct api_resp *re
 	v_admin =
 	    api_dump(json_pack("{s:s, s:s, s:s}", "name", "admin", "role", "admin", "created", ts));
 	v_quota = api_dump(json_pack(
-	    "{s:i, s:i, s:I, s:i, s:i, s:i}", "instances", DEFAULT_QUOTA_INSTANCES, "vcpus",
+	    "{s:i, s:i, s:I, s:i, s:i, s:i, s:I}", "instances", DEFAULT_QUOTA_INSTANCES, "vcpus",
 	    DEFAULT_QUOTA_VCPUS, "memory_bytes", (json_int_t)DEFAULT_QUOTA_MEMORY,
 	    "quantum_max_qubits", QUANTUM_DEFAULT_MAX_QUBITS, "quantum_max_shots",
-	    QUANTUM_DEFAULT_MAX_SHOTS, "quantum_max_jobs", QUANTUM_DEFAULT_MAX_JOBS));
+	    QUANTUM_DEFAULT_MAX_SHOTS, "quantum_max_jobs", QUANTUM_DEFAULT_MAX_JOBS,
+	    "llm_tokens_per_minute", (json_int_t)LLM_DEFAULT_TPM));
 	if (!v_tenant || !v_admin || !v_quota)
 		goto oom;
 	ops[n++] = (struct store_op){STORE_PUT, k_tenant, v_tenant, STORE_ABSENT};
@@ -269,26 +272,33 @@ static int h_tenant_delete(struct api *a, struct api_req *r, struct api_resp *re
 	snprintf(prefix, sizeof(prefix), "/tenants/%.64s/keys/", name);
 	if (store_list(a->store, prefix, NULL, MAX_TENANT_OPS, &keys, err) < 0)
 		goto out;
-	if (owned.more || owned.n + keys.n + 1 > MAX_TENANT_OPS) {
+	if (owned.more || 2 * owned.n + keys.n + 1 > MAX_TENANT_OPS) {
 		ciel_err_set(err, CIEL_ECONFLICT,
 			     "tenant %s owns more than %d objects; delete its resources first",
 			     name, MAX_TENANT_OPS);
 		goto out;
 	}
 	for (size_t i = 0; i < owned.n; i++) {
-		char ipfx[128];
+		char ipfx[128], mpfx[128];
 
 		/* its placements live under /region/: nodes must stop them first */
 		snprintf(ipfx, sizeof(ipfx), "/tenants/%.64s/instances/", name);
+		snprintf(mpfx, sizeof(mpfx), "/tenants/%.64s/models/", name);
 		if (strncmp(owned.items[i].key, ipfx, strlen(ipfx)) == 0) {
 			ciel_err_set(err, CIEL_EEXIST,
 				     "tenant %s still has instances (%s); delete them first", name,
 				     owned.items[i].key + strlen(ipfx));
 			goto out;
 		}
+		if (strncmp(owned.items[i].key, mpfx, strlen(mpfx)) == 0) {
+			ciel_err_set(err, CIEL_EEXIST,
+				     "tenant %s still has models (%s); delete them first", name,
+				     owned.items[i].key + strlen(mpfx));
+			goto out;
+		}
 	}
-	ops = calloc(owned.n + keys.n + 2, sizeof(*ops));
-	paths = calloc(keys.n + 2, sizeof(*paths));
+	ops = calloc(2 * owned.n + keys.n + 2, sizeof(*ops));
+	paths = calloc(owned.n + keys.n + 2, sizeof(*paths));
 	if (!ops || !paths) {
 		ciel_err_set(err, CIEL_ENOMEM, "out of memory");
 		goto out;
@@ -300,6 +310,15 @@ static int h_tenant_delete(struct api *a, struct api_req *r, struct api_resp *re
 
 		ops[n++] = (struct store_op){STORE_DELETE, owned.items[i].key, NULL,
 					     owned.items[i].mod_rev};
+		/* an API key is found by its id alone: that index goes too */
+		if (strncmp(k, "apikeys/", 8) == 0 && !strchr(k + 8, '/')) {
+			if (asprintf(&paths[np], "/apikeys/%s", k + 8) < 0) {
+				ciel_err_set(err, CIEL_ENOMEM, "out of memory");
+				goto out;
+			}
+			ops[n++] =
+			    (struct store_op){STORE_DELETE, paths[np++], NULL, STORE_ANY_REV};
+		}
 		/* its subnet goes back to the region */
 		if (strcmp(k, "network") == 0) {
 			json_t *net =
@@ -552,9 +571,10 @@ static json_t *quota_usage(struct api *a, const char *tenant, struct ciel_err *e
 	store_list_release(&l);
 	if (quantum_active(a, tenant, &qjobs, err) < 0)
 		return NULL;
-	return json_pack("{s:I, s:f, s:I, s:I}", "instances", (json_int_t)count, "vcpus",
+	return json_pack("{s:I, s:f, s:I, s:I, s:I}", "instances", (json_int_t)count, "vcpus",
 			 (double)cpu / 1000.0, "memory_bytes", (json_int_t)mem, "quantum_max_jobs",
-			 (json_int_t)qjobs);
+			 (json_int_t)qjobs, "llm_tokens_per_minute",
+			 (json_int_t)openai_tpm_used(tenant));
 }
 
 static int quota_answer(struct api *a, struct api_req *r, struct api_resp *resp, json_t *limits,
@@ -583,6 +603,8 @@ static void quota_defaults(json_t *q)
 				    json_integer(QUANTUM_DEFAULT_MAX_SHOTS));
 	if (!json_object_get(q, "quantum_max_jobs"))
 		json_object_set_new(q, "quantum_max_jobs", json_integer(QUANTUM_DEFAULT_MAX_JOBS));
+	if (!json_object_get(q, "llm_tokens_per_minute"))
+		json_object_set_new(q, "llm_tokens_per_minute", json_integer(LLM_DEFAULT_TPM));
 }
 
 static int h_quota_show(struct api *a, struct api_req *r, struct api_resp *resp,
@@ -609,6 +631,7 @@ static int h_quota_set(struct api *a, struct api_req *r, struct api_resp *resp,
 	    {.name = "quantum_max_qubits", .type = JB_INT, .min = 0, .max = 64},
 	    {.name = "quantum_max_shots", .type = JB_INT, .min = 0, .max = 1000000},
 	    {.name = "quantum_max_jobs", .type = JB_INT, .min = 0, .max = 100000},
+	    {.name = "llm_tokens_per_minute", .type = JB_INT, .min = 0, .max = 1LL << 40},
 	    {0},
 	};
 	char key[128], *val = NULL;

@@ -217,6 +217,8 @@ static int cmd_serve(void)
 			compute_sweep(&a);
 		if (ticks % 5 == 0)
 			quantum_dispatch(&a);
+		if (ticks % 5 == 0)
+			models_dispatch(&a);
 	}
 	log_info("stopping");
 	http_stop(srv);
