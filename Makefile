@@ -16,9 +16,13 @@ $(BUILD)/build.ninja $(BUILD)/Makefile:
 build: deps $(BUILD)/build.ninja
 	cmake --build $(BUILD)
 
-# An all-in-one region on this machine, embedded store, three zones.
+# The small test model, served as the public model "stories" when it is there.
+MODEL ?= $(wildcard ../shared/models/stories260K/stories260k-f32.v3.gguf)
+MODEL_NAME ?= stories
+
+# An all-in-one region on this machine, embedded store, three zones (and the model).
 up: build
-	$(BUILD)/ciel up --data $(DATA)
+	$(BUILD)/ciel up --data $(DATA) $(if $(MODEL),--model $(MODEL):$(MODEL_NAME))
 
 down:
 	$(BUILD)/ciel down --data $(DATA)

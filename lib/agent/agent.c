@@ -36,6 +36,7 @@
 #include <jansson.h>
 
 #include "agent/fetch.h"
+#include "agent/llmw.h"
 #include "agent/qjob.h"
 #include "image/image.h"
 #include "net/net.h"
@@ -82,6 +83,7 @@ struct agent {
 	bool have_client;
 	struct inst *insts;
 	struct qjobs *qjobs; /* quantum job workers (qjob.h) */
+	struct llmw *llmw;   /* model workers (llmw.h) */
 	int64_t revision;
 	bool have_list; /* a placement list came back since we started */
 	int64_t next_poll_ms, poll_backoff_ms;
@@ -835,6 +837,7 @@ static int poll_placements(struct agent *a, int64_t wait_ms)
 		in->wanted = NULL;
 	}
 	qjobs_list_begin(a->qjobs);
+	llmw_list_begin(a->llmw);
 	json_array_foreach(items, i, item)
 	{
 		const char *why, *t, *n;
@@ -842,6 +845,10 @@ static int poll_placements(struct agent *a, int64_t wait_ms)
 
 		if (qjobs_is_item(item)) {
 			qjobs_list_add(a->qjobs, item);
+			continue;
+		}
+		if (llmw_is_item(item)) {
+			llmw_list_add(a->llmw, item);
 			continue;
 		}
 		if (item_valid(item, &why) < 0) {
@@ -865,6 +872,7 @@ static int poll_placements(struct agent *a, int64_t wait_ms)
 			 json_array_size(items),
 			 a->poll_failures ? " (region reachable again)" : "");
 	qjobs_list_end(a->qjobs);
+	llmw_list_end(a->llmw);
 	a->revision = rev;
 	a->have_list = true;
 	ret = 0;
@@ -957,7 +965,8 @@ static bool sleep_ms(struct agent *a, int64_t ms)
  * ECHILD); this catches any it could not track. Only here, on the thread
  * that forks, between operations: never under someone else's waitpid.
  * Quantum workers are children too: their exit status is their result, so
- * it goes to qjob rather than being thrown away.
+ * it goes to qjob rather than being thrown away; model workers (llmw) are
+ * children too, until an agent restart leaves them to their adopter.
  */
 static void reap_children(struct agent *a)
 {
@@ -965,7 +974,8 @@ static void reap_children(struct agent *a)
 	int status;
 
 	while ((pid = waitpid(-1, &status, WNOHANG)) > 0)
-		qjobs_reaped(a->qjobs, pid, status);
+		if (!qjobs_reaped(a->qjobs, pid, status))
+			llmw_reaped(a->llmw, pid, status);
 }
 
 /* Milliseconds until the next pass has work of its own (a due start). */
@@ -980,6 +990,10 @@ static int64_t ms_until_due(const struct agent *a, int64_t now)
 	if (qjobs_due_ms(a->qjobs) < due)
 		due = qjobs_due_ms(a->qjobs) < POLL_MIN_WAIT_MS ? POLL_MIN_WAIT_MS
 								: qjobs_due_ms(a->qjobs);
+	/* a loading model worker's ready file, a stop's grace, a restart's backoff */
+	if (llmw_due_ms(a->llmw) < due)
+		due = llmw_due_ms(a->llmw) < POLL_MIN_WAIT_MS ? POLL_MIN_WAIT_MS
+							      : llmw_due_ms(a->llmw);
 	return due < 0 ? 0 : due;
 }
 
@@ -1032,8 +1046,10 @@ static void *reconcile_main(void *arg)
 			reconcile_one(a, in, now);
 		}
 		qjobs_reconcile(a->qjobs);
+		llmw_reconcile(a->llmw, &a->client);
 		send_reports(a);
 		qjobs_report(a->qjobs, &a->client);
+		llmw_report(a->llmw, &a->client);
 	}
 	return NULL;
 }
@@ -1096,8 +1112,9 @@ int agent_open(struct agent **out, const struct agent_config *cfg, struct ciel_e
 	    mkdir_one(a->images, err) < 0)
 		goto fail;
 	{
-		/* the simulator is installed beside the agent (ciel-qsim) */
-		char qsim[PATH_MAX + 16], dir[PATH_MAX], qpath[160];
+		/* the simulator and the model worker are installed beside the agent
+		 * (ciel-qsim, ciel-llm) */
+		char qsim[PATH_MAX + 16], llm[PATH_MAX + 16], dir[PATH_MAX], qpath[160], lpath[160];
 		char *slash;
 
 		snprintf(dir, sizeof(dir), "%s", a->self_exe);
@@ -1113,8 +1130,12 @@ int agent_open(struct agent **out, const struct agent_config *cfg, struct ciel_e
 			goto fail;
 		}
 		snprintf(qpath, sizeof(qpath), "/v1/nodes/%s/qjobs", esc);
+		snprintf(lpath, sizeof(lpath), "/v1/nodes/%s/llm", esc);
 		free(esc);
 		if (qjobs_open(&a->qjobs, a->state, qsim, qpath, err) < 0)
+			goto fail;
+		file_pathf(llm, sizeof(llm), "%s/ciel-llm", dir);
+		if (llmw_open(&a->llmw, a->state, llm, lpath, err) < 0)
 			goto fail;
 	}
 	agent_host_id(a->state, a->node, a->host_id, sizeof(a->host_id));
@@ -1179,6 +1200,7 @@ void agent_free(struct agent *a)
 	while (a->insts)
 		inst_drop(a, a->insts);
 	qjobs_free(a->qjobs);
+	llmw_free(a->llmw);
 	if (a->have_client)
 		client_release(&a->client);
 	pthread_cond_destroy(&a->cond);

@@ -6,6 +6,7 @@
  *   GET  /v1/blobs/{digest}                                image layers (lib/agent/fetch.h)
  *   POST /v1/nodes/{node}/status                           what happened, per instance
  *   POST /v1/nodes/{node}/qjobs                            quantum jobs (lib/agent/qjob.h)
+ *   POST /v1/nodes/{node}/llm                              model workers (lib/agent/llmw.h)
  *
  * On the node, per instance (tenant T, name N, container id "T-N"):
  *   STATE/instances/T/N/       the oci instance directory (lib/oci/oci.h)

@@ -35,6 +35,7 @@
 #include <unistd.h>
 
 #include "agent/agent.h"
+#include "agent/llmw.h"
 #include "agent/logsrv.h"
 #include "agent/teardown.h"
 #include "client/client.h"
@@ -416,7 +417,7 @@ static int cmd_teardown(int argc, char **argv)
 	const char *state = NULL, *name = NULL, *runtime = getenv("CIEL_RUNTIME");
 	const char *lvl = getenv("CIEL_LOG_LEVEL");
 	struct ciel_err err;
-	int c;
+	int c, ret = 0;
 
 	if (!runtime || !*runtime)
 		runtime = "auto";
@@ -435,11 +436,14 @@ static int cmd_teardown(int argc, char **argv)
 			lvl = optarg;
 			break;
 		case 'h':
-			printf(
-			    "Usage: ciel-agent teardown --state DIR --name NAME [--runtime R]\n"
-			    "\nRemove every container, network object and cgroup of node NAME and\n"
-			    "DIR/instances. Stop the agent first. Exit 0 if all went, 1 if some\n"
-			    "things are left (named on stderr), 2 on a usage error.\n");
+			printf("Usage: ciel-agent teardown --state DIR --name NAME [--runtime R]\n"
+			       "\nStop the model workers of node NAME, remove every container, "
+			       "network\n"
+			       "object and cgroup of it and DIR/instances. Stop the agent first. "
+			       "Exit 0\n"
+			       "if all went, 1 if some things are left (named on stderr), 2 on a "
+			       "usage\n"
+			       "error.\n");
 			return 0;
 		default:
 			return 2;
@@ -455,11 +459,16 @@ static int cmd_teardown(int argc, char **argv)
 	}
 	if (set_log_level(lvl))
 		return 2;
+	/* model workers outlive their agent (they are adopted): they go first */
+	if (llmw_teardown(state, stderr, &err) < 0) {
+		log_error("%s", err.msg);
+		ret = 1;
+	}
 	if (teardown_node(state, name, runtime, stderr, &err) < 0) {
 		log_error("%s", err.msg);
-		return 1;
+		ret = 1;
 	}
-	return 0;
+	return ret;
 }
 
 /* The path of this very program, for the shims to run (`ciel-agent shim`). */

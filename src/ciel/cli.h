@@ -92,9 +92,25 @@ struct group {
 int cli_group_main(struct cli *cli, const struct group *g, int argc, char **argv);
 
 extern const struct group group_tenant, group_key, group_principal, group_zone, group_node,
-    group_quota, group_audit, group_region, group_image, group_instance, group_quantum;
+    group_quota, group_audit, group_region, group_image, group_instance, group_quantum, group_model,
+    group_apikey;
 int cmd_up(struct cli *cli, int argc, char **argv);
 int cmd_down(struct cli *cli, int argc, char **argv);
+int cmd_chat(struct cli *cli, int argc, char **argv);
+
+/*
+ * `ciel model deploy` with client c (the cli's, or `ciel up`'s operator
+ * client): upload file as endpoint name (query: "public=1", "ctx=N", ...,
+ * may be ""), with a progress line; then, if wait_s > 0, follow it until it
+ * is ready (state changes on stderr) for at most wait_s seconds. With result
+ * NULL the endpoint is printed; else *result gets it (caller decrefs; may
+ * be NULL after a failure). Returns the exit code.
+ */
+int model_deploy(struct cli *cli, struct client *c, const char *file, const char *name,
+		 const char *query, int wait_s, json_t **result);
+/* Follow endpoint name with c until ready, as model_deploy's wait does. */
+int model_wait(struct cli *cli, struct client *c, const char *name, const char *query, int wait_s,
+	       json_t **result);
 
 /* The client for the current global options; NULL after printing why. With
  * need_key, a missing key id or secret is an error too. */

@@ -37,14 +37,19 @@ static const struct entry {
     {"image", &group_image, NULL, NULL},
     {"instance", &group_instance, NULL, NULL},
     {"quantum", &group_quantum, NULL, NULL},
+    {"model", &group_model, NULL, NULL},
+    {"apikey", &group_apikey, NULL, NULL},
+    {"chat", NULL, cmd_chat, "ask a model and print its answer as it streams"},
     {"audit", &group_audit, NULL, NULL},
 };
 
 static void print_help(FILE *f)
 {
-	fprintf(f, "Usage: ciel [global flags] <command> [args] [flags]\n\n"
-		   "ciel is the client of a ciel region: tenants, access keys, zones, nodes, "
-		   "quotas, images, instances, quantum jobs and the audit trail.\n\nCommands:\n");
+	fprintf(
+	    f,
+	    "Usage: ciel [global flags] <command> [args] [flags]\n\n"
+	    "ciel is the client of a ciel region: tenants, access keys, zones, nodes, "
+	    "quotas, images, instances, quantum jobs, models and the audit trail.\n\nCommands:\n");
 	for (size_t i = 0; i < sizeof(entries) / sizeof(entries[0]); i++)
 		fprintf(f, "  %-10s %s\n", entries[i].name,
 			entries[i].group ? entries[i].group->summary : entries[i].summary);
@@ -64,6 +69,7 @@ static void print_help(FILE *f)
 		"  ciel --profile acme instance run alpine --name clock --wait -- sh -c 'while "
 		"date; do sleep 5; done'\n"
 		"  ciel --profile acme instance logs clock --follow\n"
+		"  ciel --profile acme chat stories \"Once upon a time\"\n"
 		"  ciel --profile acme audit list\n");
 }
 

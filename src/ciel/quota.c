@@ -38,6 +38,7 @@ static int quota_print(struct cli *cli, const json_t *q)
 	    {"quantum qubits", "quantum_max_qubits", false},
 	    {"quantum shots", "quantum_max_shots", false},
 	    {"quantum jobs", "quantum_max_jobs", false},
+	    {"llm tokens/minute", "llm_tokens_per_minute", false},
 	};
 	const json_t *limits = json_object_get(q, "limits"), *usage = json_object_get(q, "usage");
 	struct table *t;
@@ -106,12 +107,14 @@ static int quota_set(struct cli *cli, int argc, char **argv)
 	    .summary = "Set a tenant's limits (operator, with --tenant). Limits not named "
 		       "are kept.",
 	    .example = "  ciel --tenant acme quota set --instances 20 --vcpus 16 --memory 32G\n"
-		       "  ciel --tenant acme quota set --quantum-qubits 30 --quantum-jobs 8",
+		       "  ciel --tenant acme quota set --quantum-qubits 30 --quantum-jobs 8\n"
+		       "  ciel --tenant acme quota set --llm-tpm 200000",
 	};
-	const char *counts[5] = {0}, *mem = NULL;
+	const char *counts[6] = {0}, *mem = NULL;
 	/* flag → field, for the limits that are plain counts (same order as counts[]) */
-	static const char *const count_fields[] = {"instances", "vcpus", "quantum_max_qubits",
-						   "quantum_max_shots", "quantum_max_jobs"};
+	static const char *const count_fields[] = {"instances",		 "vcpus",
+						   "quantum_max_qubits", "quantum_max_shots",
+						   "quantum_max_jobs",	 "llm_tokens_per_minute"};
 	const struct opt opts[] = {
 	    {"instances", "N", "maximum number of instances", &counts[0], NULL},
 	    {"vcpus", "N", "maximum number of vCPUs", &counts[1], NULL},
@@ -119,6 +122,8 @@ static int quota_set(struct cli *cli, int argc, char **argv)
 	    {"quantum-qubits", "N", "most qubits one quantum job may simulate", &counts[2], NULL},
 	    {"quantum-shots", "N", "most shots per quantum job", &counts[3], NULL},
 	    {"quantum-jobs", "N", "quantum jobs queued or running at once", &counts[4], NULL},
+	    {"llm-tpm", "N", "LLM tokens (prompt + completion) per minute, over all models",
+	     &counts[5], NULL},
 	    {0},
 	};
 	struct client_response resp = {0};
@@ -135,7 +140,8 @@ static int quota_set(struct cli *cli, int argc, char **argv)
 		any |= counts[i] != NULL;
 	if (!any)
 		return cli_usage_error(&u, "name at least one of --instances, --vcpus, --memory, "
-					   "--quantum-qubits, --quantum-shots, --quantum-jobs");
+					   "--quantum-qubits, --quantum-shots, --quantum-jobs, "
+					   "--llm-tpm");
 	body = json_object();
 	if (!body)
 		return cli_fail("out_of_memory", "out of memory");

@@ -11,6 +11,10 @@
  * after 5 s; after each agent, `ciel-agent teardown` removes what its node
  * left on the machine (containers, namespaces, bridges, nft table, cgroups).
  *
+ * With --model FILE[:NAME] it also deploys that GGUF file as the public model
+ * NAME and waits until a node serves it (skipped when NAME already runs that
+ * very file), so `ciel chat NAME "..."` works as soon as up returns.
+ *
  * Layout of DATA: cield.pid, cield.log, operator.credentials, pki/ca.pem,
  * agents/<zone>/{agent.pid,agent.log,node.credentials}.
  */
@@ -25,7 +29,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/evp.h>
+
 #include "cli.h"
+#include "crypto/enc.h"
 #include "proc.h"
 #include "util/ts.h"
 
@@ -34,6 +41,7 @@
 #define NODES_WAIT_MS 5000
 #define STOP_WAIT_MS 5000
 #define MAX_ZONES 64
+#define MODEL_WAIT_S 300
 
 struct up_opts {
 	char data[PATH_MAX];
@@ -41,6 +49,8 @@ struct up_opts {
 	char endpoint[300];
 	int zones;
 	bool no_agents;
+	char model_file[PATH_MAX]; /* --model: "" if none */
+	char model_name[32];
 };
 
 /* $HOME/.local/share/ciel */
@@ -330,6 +340,50 @@ static size_t wait_nodes(struct client *c, const struct agent *ag, size_t n)
 	}
 }
 
+/* True if s is a valid model name (the region's rules for names). */
+static bool name_ok(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n < 2 || n > 31 || s[0] < 'a' || s[0] > 'z' || s[n - 1] == '-')
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '-'))
+			return false;
+	return true;
+}
+
+/* FILE[:NAME] into o; without NAME, the file's name up to its first '.' or '-f32'-like tail. */
+static int parse_model_arg(const char *arg, struct up_opts *o)
+{
+	const char *colon = strrchr(arg, ':'), *base;
+	size_t n;
+
+	if (colon && name_ok(colon + 1)) {
+		snprintf(o->model_name, sizeof(o->model_name), "%s", colon + 1);
+		n = (size_t)(colon - arg);
+	} else {
+		n = strlen(arg);
+	}
+	if (n == 0 || n >= sizeof(o->model_file))
+		return -1;
+	memcpy(o->model_file, arg, n);
+	o->model_file[n] = '\0';
+	if (o->model_name[0])
+		return 0;
+	base = strrchr(o->model_file, '/');
+	base = base ? base + 1 : o->model_file;
+	n = strcspn(base, ".");
+	if (n >= sizeof(o->model_name))
+		return -1;
+	for (size_t i = 0; i < n; i++)
+		o->model_name[i] = (base[i] >= 'A' && base[i] <= 'Z') ? (char)(base[i] - 'A' + 'a')
+				   : (base[i] == '_')		      ? '-'
+								      : base[i];
+	o->model_name[n] = '\0';
+	return name_ok(o->model_name) ? 0 : -1;
+}
+
 static int parse_up(struct cli *cli, int argc, char **argv, struct up_opts *o)
 {
 	static const struct cmd_usage u = {
@@ -338,15 +392,20 @@ static int parse_up(struct cli *cli, int argc, char **argv, struct up_opts *o)
 		       "store and one ciel-agent per zone, all detached. Writes the operator "
 		       "credentials as profile \"default\" of your credentials file.",
 	    .example = "  ciel up\n  ciel up --data /tmp/region --zones 1 --listen 127.0.0.1:8443\n"
+		       "  ciel up --model stories260k.gguf:stories\n"
 		       "  ciel down",
 	};
-	const char *data = NULL, *zones = NULL, *listen = NULL;
+	const char *data = NULL, *zones = NULL, *listen = NULL, *model = NULL;
 	bool no_agents = false;
 	const struct opt opts[] = {
 	    {"data", "DIR", "state directory (default ~/.local/share/ciel)", &data, NULL},
 	    {"zones", "N", "number of zones, az1..azN (default 3)", &zones, NULL},
 	    {"listen", "HOST:PORT", "API address (default 127.0.0.1:7443)", &listen, NULL},
 	    {"no-agents", NULL, "start cield only", NULL, &no_agents},
+	    {"model", "FILE[:NAME]",
+	     "deploy a GGUF model as the public model NAME (default: the file's name) and "
+	     "wait until it is ready",
+	     &model, NULL},
 	    {0},
 	};
 	char *end;
@@ -365,6 +424,13 @@ static int parse_up(struct cli *cli, int argc, char **argv, struct up_opts *o)
 	}
 	o->zones = (int)z;
 	o->no_agents = no_agents;
+	if (model && parse_model_arg(model, o) < 0)
+		return cli_usage_error(&u,
+				       "--model takes FILE or FILE:NAME, NAME being %s, not "
+				       "'%s'",
+				       CLI_NAME_RULES, model);
+	if (model && no_agents)
+		return cli_usage_error(&u, "--model needs a node to run on: drop --no-agents");
 	snprintf(o->listen, sizeof(o->listen), "%s", listen ? listen : "127.0.0.1:7443");
 	if (endpoint_for(o->listen, o->endpoint, sizeof(o->endpoint)) < 0)
 		return cli_usage_error(&u,
@@ -394,12 +460,14 @@ static int absolute_data(struct up_opts *o)
 	return 0;
 }
 
-static void print_next_steps(void)
+static void print_next_steps(const char *model)
 {
 	printf("\nnext steps:\n"
 	       "  ciel zone list\n"
-	       "  ciel tenant create acme --save-profile acme\n"
-	       "  ciel --profile acme audit list\n");
+	       "  ciel tenant create acme --save-profile acme\n");
+	if (model && model[0])
+		printf("  ciel --profile acme chat %s \"Once upon a time\"\n", model);
+	printf("  ciel --profile acme audit list\n");
 }
 
 /* False if an agent this region started has a pid file but no process. */
@@ -512,9 +580,71 @@ static int start_cield(const struct up_opts *o, pid_t *pid, int64_t *ready_ms)
 	return EXIT_OK;
 }
 
+/* "sha256:<hex>" of the file at path; -1 if it cannot be read. */
+static int file_sha256(const char *path, char *out, size_t size)
+{
+	unsigned char buf[1 << 16], md[EVP_MAX_MD_SIZE];
+	unsigned int len = 0;
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	FILE *f = fopen(path, "rb");
+	char hex[65];
+	size_t n;
+	int ret = -1;
+
+	if (!ctx || !f || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1)
+		goto out;
+	while ((n = fread(buf, 1, sizeof(buf), f)) > 0)
+		if (EVP_DigestUpdate(ctx, buf, n) != 1)
+			goto out;
+	if (ferror(f) || EVP_DigestFinal_ex(ctx, md, &len) != 1 || len != 32)
+		goto out;
+	enc_hex(md, 32, hex);
+	ret = (size_t)snprintf(out, size, "sha256:%s", hex) < size ? 0 : -1;
+out:
+	if (f)
+		fclose(f);
+	EVP_MD_CTX_free(ctx);
+	return ret;
+}
+
+/*
+ * --model: deploy the file as a public model, unless that name already runs
+ * that very file (a second `ciel up` uploads nothing), then wait until a
+ * node serves it. *result gets the endpoint (may stay NULL).
+ */
+static int up_model(struct cli *cli, struct client *oc, const struct up_opts *o, json_t **result)
+{
+	struct client_response resp = {0};
+	char path[512], digest[80];
+	struct ciel_err err;
+	int rc;
+
+	*result = NULL;
+	if (access(o->model_file, R_OK) != 0)
+		return cli_fail(errno == ENOENT ? "not_found" : "io_error", "--model %s: %s",
+				o->model_file, strerror(errno));
+	if (file_sha256(o->model_file, digest, sizeof(digest)) < 0)
+		return cli_fail("io_error", "--model %s: cannot read it", o->model_file);
+	if (cli_path(path, sizeof(path), "/v1/models/", o->model_name, NULL) != 0)
+		return EXIT_FAIL;
+	rc = client_request(oc, "GET", path, NULL, NULL, &resp, &err);
+	if (rc == 0 && resp.status == 200 && json_is_true(json_object_get(resp.json, "public")) &&
+	    json_is_string(json_object_get(resp.json, "blob")) &&
+	    strcmp(json_string_value(json_object_get(resp.json, "blob")), digest) == 0) {
+		client_response_release(&resp);
+		fprintf(stderr, "model %s: deployed already from %s\n", o->model_name,
+			o->model_file);
+		return model_wait(cli, oc, o->model_name, "", MODEL_WAIT_S, result);
+	}
+	client_response_release(&resp);
+	fprintf(stderr, "deploying %s as the public model %s\n", o->model_file, o->model_name);
+	return model_deploy(cli, oc, o->model_file, o->model_name, "public=1", MODEL_WAIT_S,
+			    result);
+}
+
 static int print_up(struct cli *cli, const struct up_opts *o, const struct profile *op, pid_t pid,
 		    int64_t ready_ms, const struct agent *ag, size_t nag, size_t ready,
-		    const char *user_creds)
+		    const char *user_creds, const json_t *model)
 {
 	char creds[PATH_MAX + 32], cdir[PATH_MAX + 32];
 
@@ -536,6 +666,8 @@ static int print_up(struct cli *cli, const struct up_opts *o, const struct profi
 							"state_dir", ag[i].dir));
 		json_object_set_new(j, "agents", arr);
 		json_object_set_new(j, "nodes_ready", json_integer((json_int_t)ready));
+		if (model)
+			json_object_set(j, "model", (json_t *)model);
 		out_json(j);
 		json_decref(j);
 		return EXIT_OK;
@@ -548,7 +680,18 @@ static int print_up(struct cli *cli, const struct up_opts *o, const struct profi
 	printf("  copied to %s as profile \"default\"\n", user_creds);
 	pathf(cdir, sizeof(cdir), o->data, "cield.log");
 	printf("log: %s\n", cdir);
-	print_next_steps();
+	if (model)
+		printf("model: %s %s on %s (public)\n",
+		       json_string_value(json_object_get(model, "name"))
+			   ? json_string_value(json_object_get(model, "name"))
+			   : o->model_name,
+		       json_string_value(json_object_get(model, "state"))
+			   ? json_string_value(json_object_get(model, "state"))
+			   : "?",
+		       json_string_value(json_object_get(model, "node"))
+			   ? json_string_value(json_object_get(model, "node"))
+			   : "?");
+	print_next_steps(model ? o->model_name : NULL);
 	printf("\nstop it with: ciel down --data %s\n", o->data);
 	return EXIT_OK;
 }
@@ -563,6 +706,8 @@ int cmd_up(struct cli *cli, int argc, char **argv)
 	char pidf[PATH_MAX + 32], user_creds[PATH_MAX], zones[MAX_ZONES][64];
 	size_t nz = 0, ready = 0;
 	int64_t ready_ms = 0;
+	json_t *model = NULL;
+	bool already = false;
 	pid_t pid;
 	int r;
 
@@ -579,8 +724,11 @@ int cmd_up(struct cli *cli, int argc, char **argv)
 	pid = proc_read_pid(pidf);
 	if (proc_alive(pid, "cield")) {
 		/* up already, unless an agent died: then restart what is missing */
-		if (o.no_agents || agents_alive(&o))
-			return report_already_up(cli, &o, pid);
+		if (o.no_agents || agents_alive(&o)) {
+			if (!o.model_file[0])
+				return report_already_up(cli, &o, pid);
+			already = true; /* the model may still be missing */
+		}
 	} else {
 		if (pid)
 			unlink(pidf); /* stale: the machine rebooted or cield crashed */
@@ -597,6 +745,12 @@ int cmd_up(struct cli *cli, int argc, char **argv)
 	if (load_operator(&o, op, &err) < 0 || operator_client(op, &oc, &err) < 0) {
 		r = cli_fail_err(&err);
 		cli_hint("`cield init` should have written it; see %s/cield.log", o.data);
+		goto out;
+	}
+	if (already) {
+		r = up_model(cli, &oc, &o, &model);
+		if (r == 0)
+			r = report_already_up(cli, &o, pid);
 		goto out;
 	}
 	if (!o.no_agents) {
@@ -625,8 +779,12 @@ int cmd_up(struct cli *cli, int argc, char **argv)
 		r = cli_fail_err(&err);
 		goto out;
 	}
-	r = print_up(cli, &o, op, pid, ready_ms, ag, nz, ready, user_creds);
+	/* after the profile: a model that fails still leaves a usable region */
+	if (o.model_file[0] && (r = up_model(cli, &oc, &o, &model)) != 0)
+		goto out;
+	r = print_up(cli, &o, op, pid, ready_ms, ag, nz, ready, user_creds, model);
 out:
+	json_decref(model);
 	if (oc.curl)
 		client_release(&oc);
 	if (op) {
