@@ -44,9 +44,6 @@
 #define Q4_BYTES 18
 #define Q4K_ELEMS 256
 #define Q4K_BYTES 144
-#ifndef PF_AHEAD
-#define PF_AHEAD 2048
-#endif
 
 /* ---- types ---- */
 
@@ -667,7 +664,8 @@ static void quant_x_port(const float *x, int8_t *q, float *dxv, int32_t *bias, u
 		d = amax / 127;
 		id = d != 0 ? 127 / amax : 0.0f;
 		for (int j = 0; j < QK; j++) {
-			int v = (int)nearbyintf(xb[j] * id);
+			/* lrintf: current rounding (nearest even), and defined for NaN input */
+			int v = (int)lrintf(xb[j] * id);
 
 			q[b * QK + j] = (int8_t)v;
 			s += v;
@@ -1439,11 +1437,6 @@ static KTGT inline __attribute__((always_inline)) void KN(row_q)(uint32_t type, 
 	for (; p + 4 <= nblk; p += 4) {
 		__m512 ws[2];
 
-		/* a few KiB ahead: the hardware prefetcher alone leaves DRAM idle at times */
-		_mm_prefetch((const char *)w + p * (type == KERN_Q8_0 ? Q8_BYTES : Q4_BYTES) + PF_AHEAD,
-			     _MM_HINT_T0);
-		_mm_prefetch((const char *)w + p * (type == KERN_Q8_0 ? Q8_BYTES : Q4_BYTES) + PF_AHEAD + 64,
-			     _MM_HINT_T0);
 		KN(quad_scale)(type, w, p, ws);
 		KN(pair_q)(type, w, p, x, na, acc, &ws[0]);
 		KN(pair_q)(type, w, p + 2, x, na, acc2, &ws[1]);

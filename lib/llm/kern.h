@@ -70,14 +70,18 @@ struct kern_pool;
 struct kern_pool *kern_pool_new(int threads, struct ciel_err *err);
 void kern_pool_free(struct kern_pool *p);
 int kern_pool_threads(const struct kern_pool *p);
-/* Run fn(arg, i, n) for i in [0, n) over the threads (thread i = task i); returns when all ended.
+/*
+ * Run fn(arg, i, n) for each i in [0, n), n = the pool's threads, in parallel;
+ * returns when all ended. Each i runs exactly once and on one thread, but
+ * threads claim indexes as they come (the caller first), so a worker the
+ * kernel has not scheduled yet does not stall the job. One caller at a time.
  */
 void kern_pool_run(struct kern_pool *p, void (*fn)(void *arg, int i, int n), void *arg);
 
 /*
  * Y[nb][rows] = X[nb][k] · W[rows][k]ᵀ. k must be a multiple of the type's
- * block. Scratch for quantised activations is the pool's own. p may be NULL
- * (single thread).
+ * block. Scratch for quantised activations is the pool's own, so a pool
+ * serves one caller at a time. p may be NULL (single thread).
  */
 void kern_matmul(struct kern_pool *p, uint32_t wtype, const void *w, uint64_t rows, uint64_t k,
 		 const float *x, int nb, float *y);
