@@ -120,6 +120,8 @@ void api_req_release(struct api_req *r)
 {
 	json_decref(r->query);
 	r->query = NULL;
+	json_decref(r->audit_detail);
+	r->audit_detail = NULL;
 }
 
 static void reply_error(struct api_req *r, struct api_resp *resp, const struct ciel_err *err)
@@ -471,6 +473,7 @@ static void fill_event(struct api_req *r, struct audit_event *ev, int status, co
 	    .source = r->source,
 	    .status = status,
 	    .error_code = ecode,
+	    .detail = r->audit_detail,
 	};
 }
 

@@ -107,6 +107,7 @@ struct api_req {
 	const char *reason;	       /* static: why authentication failed */
 	const char *action;	       /* audit action when not from a route (init) */
 	char chain[API_NAME_MAX + 1];  /* audit chain for this request */
+	json_t *audit_detail;	       /* owned: the event's "detail" (audit.h), or NULL */
 };
 
 struct api_resp {

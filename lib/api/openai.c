@@ -15,10 +15,11 @@
  * Store layout:
  *   /tenants/<t>/llmusage/<model>  {"requests","prompt_tokens","completion_tokens"}
  *   /region/llmusage/<model>       the same for the operator (public models)
- * Token totals are written in the commit of the request's audit event; the
- * event's target is "/v1/models/<model>?prompt_tokens=N&completion_tokens=M"
- * (the audit record has no other place for them). Prompt and output text are
- * never logged, audited or stored.
+ * Token totals are written in the commit of the request's audit event, whose
+ * target is "/v1/models/<model>" and whose detail holds the counts
+ * {"model","prompt_tokens","completion_tokens"} (+ "cancelled": true for a
+ * stream the client left). Prompt and output text are never logged, audited
+ * or stored.
  *
  * The quota counts tokens (prompt + completion) of requests that ended in
  * the last 60 s, in memory: a restarted cield starts with a fresh minute.
@@ -181,7 +182,7 @@ static void usage_key(char *out, size_t size, const char *tenant, const char *mo
  * r's audit event (target: the model and the counts).
  */
 static int meter(struct api *a, struct api_req *r, const char *tenant, const char *model,
-		 int64_t prompt, int64_t completion, const char *note, struct ciel_err *err)
+		 int64_t prompt, int64_t completion, int cancelled, struct ciel_err *err)
 {
 	char key[STORE_KEY_MAX], *val;
 	struct store_op op;
@@ -189,9 +190,12 @@ static int meter(struct api *a, struct api_req *r, const char *tenant, const cha
 	int ret;
 
 	tpm_add(tenant, prompt + completion);
-	snprintf(r->path, sizeof(r->path),
-		 "/v1/models/%s?prompt_tokens=%" PRId64 "&completion_tokens=%" PRId64 "%s", model,
-		 prompt, completion, note);
+	snprintf(r->path, sizeof(r->path), "/v1/models/%s", model);
+	json_decref(r->audit_detail);
+	r->audit_detail = json_pack("{s:s, s:I, s:I}", "model", model, "prompt_tokens",
+				    (json_int_t)prompt, "completion_tokens", (json_int_t)completion);
+	if (r->audit_detail && cancelled)
+		json_object_set_new(r->audit_detail, "cancelled", json_true());
 	usage_key(key, sizeof(key), tenant, model);
 	pthread_mutex_lock(&usage_lock);
 	u = api_load_json(a, key, NULL, err);
@@ -535,7 +539,7 @@ static void relay_free(void *arg)
 
 	close(rl->fd);
 	if (meter(rl->a, &rl->r, rl->tenant, rl->model, rl->have_usage ? rl->prompt : 0, completion,
-		  rl->done ? "" : "&cancelled=1", &err) < 0)
+		  !rl->done, &err) < 0)
 		log_warn("llm usage not recorded request=%s tenant=%s model=%s err=%s",
 			 rl->r.request_id, rl->tenant, rl->model, err.msg);
 	api_req_release(&rl->r);
@@ -690,7 +694,7 @@ static int h_proxy(struct api *a, struct api_req *r, struct api_resp *resp, stru
 			ct = jbody_int(u, "completion_tokens", 0);
 
 		json_decref(ans);
-		if (meter(a, r, tenant, jbody_str(doc, "name", ""), pt, ct, "", err) < 0)
+		if (meter(a, r, tenant, jbody_str(doc, "name", ""), pt, ct, 0, err) < 0)
 			goto out;
 	} else {
 		/* the worker's own OpenAI-shaped refusal, passed on as it is */

@@ -261,6 +261,8 @@ static json_t *event_build(const struct audit_event *ev, const char *chain, int6
 	bad |= set_new(o, "status", json_integer(status));
 	bad |= set_new(o, "error", json_string(error));
 	bad |= set_new(o, "prev", json_string(prev));
+	if (ev->detail && json_is_object(ev->detail))
+		bad |= set_new(o, "detail", json_deep_copy(ev->detail));
 	if (bad) {
 		json_decref(o);
 		return NULL;

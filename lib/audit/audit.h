@@ -22,6 +22,7 @@
 #ifndef CIEL_AUDIT_H
 #define CIEL_AUDIT_H
 
+#include <jansson.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -46,6 +47,9 @@ struct audit_event {
 	const char *source;	     /* "127.0.0.1:40312" */
 	int status;		     /* HTTP status of the answer */
 	const char *error_code;	     /* ciel_code_name() of the refusal, NULL/"" if ok */
+	/* what else the event must prove (a model request's token counts), as
+	 * "detail"; borrowed, NULL = none. Never request or answer content. */
+	const json_t *detail;
 };
 
 /* What a store hook needs; fill ev, pass &append as hook_arg with audit_hook.

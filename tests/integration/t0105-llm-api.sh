@@ -211,8 +211,9 @@ check "under the quota again: 200" test "$(oai "$KEY" /openai/v1/chat/completion
 sleep 0.5 # the early-closed stream records its end
 body "$AK" "$AS" acme GET /v1/audit:export "" - >"$T/audit.ndjson"
 check "llm.chat events name the API key and the model" bash -c "jq -c 'select(.action == \"llm.chat\" and .actor.principal == \"apikey:$KID\" and .actor.tenant == \"acme\" and (.target|startswith(\"/v1/models/stories\")))' '$T/audit.ndjson' | grep -q ."
-check "with token counts" grep -q "/v1/models/stories?prompt_tokens=$PT1&completion_tokens=$CT1" "$T/audit.ndjson"
-check "each stream's end is recorded with its counts" test "$(grep '"llm.chat"' "$T/audit.ndjson" | grep -c 'prompt_tokens=[1-9]')" -ge 6
+check "with token counts in the event's detail" bash -c "jq -c 'select(.action == \"llm.chat\" and .target == \"/v1/models/stories\" and .detail.model == \"stories\" and .detail.prompt_tokens == $PT1 and .detail.completion_tokens == $CT1)' '$T/audit.ndjson' | grep -q ."
+check "each stream's end is recorded with its counts" test "$(jq -c 'select(.action == "llm.chat" and .detail.prompt_tokens > 0)' "$T/audit.ndjson" | wc -l)" -ge 6
+check "the chain with details verifies" test "$(body "$AK" "$AS" acme POST /v1/audit:verify "" - | jq -r .ok)" = true
 check "llm.completion and llm.models are audited" bash -c "grep -q '\"llm.completion\"' '$T/audit.ndjson' && grep -q '\"llm.models\"' '$T/audit.ndjson'"
 check "the 429 is audited" bash -c "grep '\"llm.chat\"' '$T/audit.ndjson' | grep -q 429"
 check "the prompt is nowhere in the audit trail" bash -c "! grep -q $SECRET_WORD '$T/audit.ndjson'"
