@@ -38,6 +38,7 @@ bench: build
 	@bash scripts/bench.sh
 	@bash bench/instance-start.sh
 	@BUILD=$(BUILD) bash bench/qsim.sh
+	@BUILD=$(BUILD) bash bench/llm.sh
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
