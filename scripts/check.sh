@@ -7,7 +7,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 GEN=""; command -v ninja >/dev/null && GEN="-G Ninja"
-FUZZ_SECONDS=${FUZZ_SECONDS:-60}
+FUZZ_SECONDS=${FUZZ_SECONDS:-30}
 pass=0; fail=0; failed=()
 
 note() { printf '\n== %s\n' "$*"; }
