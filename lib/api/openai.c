@@ -192,8 +192,9 @@ static int meter(struct api *a, struct api_req *r, const char *tenant, const cha
 	tpm_add(tenant, prompt + completion);
 	snprintf(r->path, sizeof(r->path), "/v1/models/%s", model);
 	json_decref(r->audit_detail);
-	r->audit_detail = json_pack("{s:s, s:I, s:I}", "model", model, "prompt_tokens",
-				    (json_int_t)prompt, "completion_tokens", (json_int_t)completion);
+	r->audit_detail =
+	    json_pack("{s:s, s:I, s:I}", "model", model, "prompt_tokens", (json_int_t)prompt,
+		      "completion_tokens", (json_int_t)completion);
 	if (r->audit_detail && cancelled)
 		json_object_set_new(r->audit_detail, "cancelled", json_true());
 	usage_key(key, sizeof(key), tenant, model);
