@@ -10,8 +10,9 @@
 . "$(dirname "$0")/lib.sh"
 
 STORIES=${CIEL_TEST_MODEL:-$CIEL_SRC/../shared/models/stories260K/stories260k-f32.v3.gguf}
+# the test model ships in ../shared beside the source: its absence is a failure, not a skip
 if [ ! -r "$STORIES" ] || [ ! -x "$CIEL_BIN/ciel-llm" ]; then
-	echo "# SKIP: needs $STORIES and ciel-llm"; exit 0
+	not_ok "needs $STORIES and $CIEL_BIN/ciel-llm"; finish
 fi
 # what is uploaded: a small model (sigtool signs bodies up to 1 MiB) in a real shape, q8_0
 GGUF=$T/tiny.gguf
@@ -163,7 +164,7 @@ if command -v node >/dev/null && NODE_DEPS=$(bash "$CIEL_SRC/tests/llm/node-deps
 	check "the official openai client passes through cield ($(tail -1 "$T/node.out"))" grep -q '^# [0-9]* passed, 0 failed' "$T/node.out"
 	grep '^not ok' "$T/node.out" | head -5
 else
-	echo "# skipped the openai client: no node or npm ($(tail -1 "$T/npm.err" 2>/dev/null))"
+	not_ok "the official openai client could not be installed (scripts/deps.sh installs node and npm): $(tail -1 "$T/npm.err" 2>/dev/null)"
 fi
 # a stream the client leaves early is still metered
 curl -s -N --max-time 0.3 --cacert "$DATA/pki/ca.pem" -H "Authorization: Bearer $KEY" \

@@ -16,7 +16,7 @@ if [ "$(id -u)" -ne 0 ] || ! command -v runc >/dev/null; then
 fi
 GGUF=$CIEL_SRC/../shared/models/stories260K/stories260k-f32.v3.gguf
 if [ ! -f "$GGUF" ]; then
-	echo "# SKIP: no $GGUF (the stories260K test model)"; exit 0
+	not_ok "the stories260K test model is at $GGUF"; finish
 fi
 UP=$T/up
 DATA=$UP
