@@ -202,7 +202,8 @@ echo '{"llm_tokens_per_minute":10}' >"$T/q.json"
 check "the operator sets acme's llm_tokens_per_minute" test "$(code "$OK" "$OS" region PUT /v1/quota tenant=acme "$T/q.json")" = 200
 check "acme is over it: 429" test "$(oai "$KEY" /openai/v1/chat/completions "$CHAT")" = 429
 check "rate_limit_exceeded, OpenAI-shaped" jqe '.error.code == "rate_limit_exceeded" and (.error.message|test("tokens per minute"))' "$T/o.body"
-check "with Retry-After" bash -c "grep -i '^retry-after: [0-9]' '$T/o.head' | awk '{exit !(\$2 >= 1 && \$2 <= 60)}'"
+# (headers end in CR: compare as numbers, or "7\r" <= "60" is a string comparison)
+check "with Retry-After in 1..60 s" bash -c "tr -d '\r' <'$T/o.head' | grep -i '^retry-after: [0-9]' | awk '{n++; v = \$2 + 0} END {exit !(n == 1 && v >= 1 && v <= 60)}'"
 check "beta is not limited by acme's use" test "$(oai "$BKEY" /openai/v1/models)" = 200
 echo '{"llm_tokens_per_minute":100000}' >"$T/q.json"
 code "$OK" "$OS" region PUT /v1/quota tenant=acme "$T/q.json" >/dev/null
