@@ -96,15 +96,58 @@ struct agent {
 	bool stopping;
 };
 
+static uint32_t fnv1a(const char *s)
+{
+	uint32_t h = 2166136261u;
+
+	for (const unsigned char *c = (const unsigned char *)s; *c; c++)
+		h = (h ^ *c) * 16777619u;
+	return h;
+}
+
 void agent_host_id(const char *state, const char *node, char *out, size_t size)
 {
 	char real[PATH_MAX];
 	const char *p = realpath(state, real) ? real : state;
-	uint32_t h = 2166136261u; /* FNV-1a */
 
-	for (; *p; p++)
-		h = (h ^ (unsigned char)*p) * 16777619u;
-	snprintf(out, size, "%.63s-%08x", node, h);
+	snprintf(out, size, "%.63s-%08x", node, fnv1a(p));
+}
+
+uid_t agent_worker_uid(const char *tenant)
+{
+	if (!tenant[0])
+		return (uid_t)AGENT_UID_PUBLIC;
+	return (uid_t)(AGENT_UID_BASE + fnv1a(tenant) % AGENT_UID_SPAN);
+}
+
+int agent_post_report(struct client *c, const char *path, const json_t *report, const char *what,
+		      const char *label, const char *key)
+{
+	struct client_response resp = {0};
+	struct ciel_err err;
+	char code[64];
+	int ret = -1;
+
+	if (client_request(c, "POST", path, NULL, report, &resp, &err) < 0) {
+		log_warn("%s failed: %s", what, err.msg);
+		goto out;
+	}
+	if (resp.status >= 200 && resp.status < 300) {
+		ret = 0;
+		goto out;
+	}
+	client_response_error(&resp, &err, code, sizeof(code), NULL, 0);
+	if (resp.status >= 500 || resp.status == 408 || resp.status == 429 || resp.status == 401) {
+		log_warn("%s failed: %s: %s request=%s", what, code, err.msg, resp.request_id);
+		goto out;
+	}
+	log_warn("%s refused tenant=%s %s=%s: %s: %s request=%s", what,
+		 jbody_str(report, "tenant", ""), label, jbody_str(report, key, ""), code, err.msg,
+		 resp.request_id);
+	ret = 1;
+out:
+	client_response_release(&resp);
+	return ret;
 }
 
 int agent_node_valid(const char *s)
@@ -717,37 +760,6 @@ static json_t *derive_report(const struct inst *in)
 	return r;
 }
 
-/* 0 accepted, 1 refused for good (do not send it again), -1 try again later. */
-static int post_status(struct agent *a, const json_t *report)
-{
-	struct client_response resp = {0};
-	struct ciel_err err;
-	char code[64];
-	int ret = -1;
-
-	if (client_request(&a->client, "POST", a->status_path, NULL, report, &resp, &err) < 0) {
-		log_warn("report failed: %s", err.msg);
-		goto out;
-	}
-	if (resp.status >= 200 && resp.status < 300) {
-		ret = 0;
-		goto out;
-	}
-	client_response_error(&resp, &err, code, sizeof(code), NULL, 0);
-	if (resp.status >= 500 || resp.status == 408 || resp.status == 429 || resp.status == 401) {
-		/* 401: a clock out of step or a region restarting; it heals */
-		log_warn("report failed: %s: %s request=%s", code, err.msg, resp.request_id);
-		goto out;
-	}
-	log_warn("report refused tenant=%s name=%s: %s: %s request=%s",
-		 jbody_str(report, "tenant", ""), jbody_str(report, "name", ""), code, err.msg,
-		 resp.request_id);
-	ret = 1;
-out:
-	client_response_release(&resp);
-	return ret;
-}
-
 static void send_reports(struct agent *a)
 {
 	struct inst *in, *next;
@@ -763,7 +775,7 @@ static void send_reports(struct agent *a)
 			json_decref(r);
 			continue;
 		}
-		rc = post_status(a, r);
+		rc = agent_post_report(&a->client, a->status_path, r, "report", "name", "name");
 		if (rc < 0) {
 			json_decref(r);
 			return; /* the region is away: the rest waits for the next pass */

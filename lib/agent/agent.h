@@ -35,6 +35,10 @@
 #ifndef CIEL_AGENT_H
 #define CIEL_AGENT_H
 
+#include <sys/types.h>
+
+#include <jansson.h>
+
 #include "client/client.h"
 #include "util/err.h"
 
@@ -60,6 +64,31 @@ int agent_name_valid(const char *s);
  * teardown must not remove the other's network.
  */
 void agent_host_id(const char *state, const char *node, char *out, size_t size);
+
+/*
+ * Workers (quantum jobs, model endpoints) parse and run tenant input, so they
+ * never run as root: each tenant's workers get a uid of their own (no passwd
+ * entry needed), made from the tenant's name (FNV-1a), so one tenant's worker
+ * cannot signal, trace or read /proc of another's. Far above the uids
+ * distributions hand out; public models (tenant "") get the one just past
+ * the range, which no tenant gets.
+ */
+#define AGENT_UID_BASE 0x60000000u
+#define AGENT_UID_SPAN 0x01000000u
+#define AGENT_UID_PUBLIC (AGENT_UID_BASE + AGENT_UID_SPAN)
+
+/* The uid tenant's workers run under when the agent is root ("" = public). */
+uid_t agent_worker_uid(const char *tenant);
+
+/*
+ * POST report to the region at path. 0 accepted, 1 refused for good (a 4xx:
+ * sending it again would not help), -1 try again later (no answer, 5xx, 408,
+ * 429, or 401: a clock out of step or a region restarting heals). The log
+ * lines start with what ("report", "quantum job report"); a refusal names
+ * the report's tenant and its member key as label=value.
+ */
+int agent_post_report(struct client *c, const char *path, const json_t *report, const char *what,
+		      const char *label, const char *key);
 
 /* True if s is a valid node name (the join route's rules: 1-63 of [a-z0-9-], not '-' first). */
 int agent_node_valid(const char *s);

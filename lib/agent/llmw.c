@@ -44,26 +44,6 @@
 #define RSS_EVERY_MS 30000
 #define LOADING_POLL_MS 100
 
-/*
- * Worker uids: the same as a tenant's quantum workers (qjob.c's tenant_uid:
- * FNV-1a of the name into a range far above what distributions hand out),
- * and for public models one just past that range, which no tenant gets.
- */
-#define UID_BASE 0x60000000u
-#define UID_SPAN 0x01000000u
-#define UID_PUBLIC (UID_BASE + UID_SPAN)
-
-static uid_t worker_uid(const char *tenant)
-{
-	uint32_t h = 2166136261u;
-
-	if (!tenant[0])
-		return (uid_t)UID_PUBLIC;
-	for (const unsigned char *c = (const unsigned char *)tenant; *c; c++)
-		h = (h ^ *c) * 16777619u;
-	return (uid_t)(UID_BASE + h % UID_SPAN);
-}
-
 enum phase { PH_IDLE, PH_LOADING, PH_READY, PH_FAILED, PH_STOPPING };
 
 struct ep {
@@ -595,7 +575,7 @@ static int spawn(struct llmw *l, struct ep *e, const char *model, struct ciel_er
 	char threads[16], ctx[16], seqs[16], title[96], errp[PATH_MAX + 16];
 	const json_t *p = e->wanted;
 	const char *argv[24];
-	uid_t uid = geteuid() == 0 ? worker_uid(e->tenant) : 0;
+	uid_t uid = geteuid() == 0 ? agent_worker_uid(e->tenant) : 0;
 	int model_fd = -1, run_fd = -1, exe_fd = -1, err_fd = -1, null_fd = -1, k = 0;
 	pid_t pid;
 
@@ -729,7 +709,7 @@ static void start(struct llmw *l, struct ep *e, struct client *c)
 	log_info("model worker started endpoint=%s generation=%" PRId64 " pid=%d uid=%u "
 		 "threads=%" PRId64 " ctx=%" PRId64 " max_seqs=%" PRId64 " start_ms=%" PRId64,
 		 ep_shown(e, shown, sizeof(shown)), e->gen, (int)e->pid,
-		 geteuid() == 0 ? (unsigned)worker_uid(e->tenant) : (unsigned)geteuid(),
+		 geteuid() == 0 ? (unsigned)agent_worker_uid(e->tenant) : (unsigned)geteuid(),
 		 jbody_int(e->wanted, "threads", 0), jbody_int(e->wanted, "ctx", 0),
 		 jbody_int(e->wanted, "max_seqs", 0), e->started_mono - t0);
 }
@@ -935,37 +915,6 @@ static json_t *derive_report(const struct ep *e)
 	return r;
 }
 
-/* 0 accepted (or refused for good), -1 try again later. */
-static int post(struct llmw *l, struct client *c, const json_t *r)
-{
-	struct client_response resp = {0};
-	struct ciel_err err;
-	char code[64];
-	int ret = -1;
-
-	if (client_request(c, "POST", l->report_path, NULL, r, &resp, &err) < 0) {
-		log_warn("model endpoint report failed: %s", err.msg);
-		goto out;
-	}
-	if (resp.status >= 200 && resp.status < 300) {
-		ret = 0;
-		goto out;
-	}
-	client_response_error(&resp, &err, code, sizeof(code), NULL, 0);
-	if (resp.status >= 500 || resp.status == 408 || resp.status == 429 || resp.status == 401) {
-		log_warn("model endpoint report failed: %s: %s request=%s", code, err.msg,
-			 resp.request_id);
-		goto out;
-	}
-	log_warn("model endpoint report refused tenant=%s name=%s: %s: %s request=%s",
-		 jbody_str(r, "tenant", ""), jbody_str(r, "name", ""), code, err.msg,
-		 resp.request_id);
-	ret = 0;
-out:
-	client_response_release(&resp);
-	return ret;
-}
-
 void llmw_report(struct llmw *l, struct client *c)
 {
 	for (struct ep *e = l->eps; e; e = e->next) {
@@ -978,7 +927,8 @@ void llmw_report(struct llmw *l, struct client *c)
 			json_decref(r);
 			continue;
 		}
-		if (post(l, c, r) < 0) {
+		if (agent_post_report(c, l->report_path, r, "model endpoint report", "name",
+				      "name") < 0) {
 			json_decref(r);
 			return; /* the region is away: the rest waits for the next pass */
 		}

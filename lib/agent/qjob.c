@@ -43,25 +43,6 @@
 #define QJOB_AS_MARGIN (512LL << 20)	 /* binary, libraries, buffers */
 #define QJOB_AS_PER_THREAD (128LL << 20) /* stack and a malloc arena per thread */
 #define QJOB_NAME_MAX 31
-/*
- * Workers parse and run tenant input, so they never run as root: each
- * tenant's workers get a uid of their own (no passwd entry needed), made from
- * the tenant's name, so one tenant's worker cannot signal, trace or read
- * /proc of another's. Far above the uids distributions hand out.
- */
-#define QJOB_UID_BASE 0x60000000u
-#define QJOB_UID_SPAN 0x01000000u
-
-/* The uid a tenant's workers run under when the agent is root (FNV-1a). */
-static uid_t tenant_uid(const char *tenant)
-{
-	uint32_t h = 2166136261u;
-
-	for (const unsigned char *c = (const unsigned char *)tenant; *c; c++)
-		h = (h ^ *c) * 16777619u;
-	return (uid_t)(QJOB_UID_BASE + h % QJOB_UID_SPAN);
-}
-
 enum phase {
 	PH_NEW,	    /* wanted, not started (waits for CPUs) */
 	PH_RUNNING, /* a worker runs */
@@ -483,7 +464,7 @@ static int spawn(struct qjobs *q, struct qjob *j, const json_t *p, struct ciel_e
 	cpu_set_t set;
 	pid_t parent = getpid(), pid;
 	int out_fd = -1, err_fd = -1, in_fd = -1, exe_fd = -1, k = 0;
-	uid_t uid = geteuid() == 0 ? tenant_uid(j->tenant) : 0;
+	uid_t uid = geteuid() == 0 ? agent_worker_uid(j->tenant) : 0;
 
 	snprintf(shots, sizeof(shots), "%" PRId64, jbody_int(p, "shots", 1));
 	snprintf(seed, sizeof(seed), "%" PRId64, jbody_int(p, "seed", 0));
@@ -807,37 +788,6 @@ int64_t qjobs_due_ms(const struct qjobs *q)
 	return due;
 }
 
-/* 0 accepted (or refused for good), -1 try again later. */
-static int post(struct qjobs *q, struct client *c, const json_t *r)
-{
-	struct client_response resp = {0};
-	struct ciel_err err;
-	char code[64];
-	int ret = -1;
-
-	if (client_request(c, "POST", q->report_path, NULL, r, &resp, &err) < 0) {
-		log_warn("quantum job report failed: %s", err.msg);
-		goto out;
-	}
-	if (resp.status >= 200 && resp.status < 300) {
-		ret = 0;
-		goto out;
-	}
-	client_response_error(&resp, &err, code, sizeof(code), NULL, 0);
-	if (resp.status >= 500 || resp.status == 408 || resp.status == 429 || resp.status == 401) {
-		log_warn("quantum job report failed: %s: %s request=%s", code, err.msg,
-			 resp.request_id);
-		goto out;
-	}
-	log_warn("quantum job report refused tenant=%s job=%s: %s: %s request=%s",
-		 jbody_str(r, "tenant", ""), jbody_str(r, "id", ""), code, err.msg,
-		 resp.request_id);
-	ret = 0;
-out:
-	client_response_release(&resp);
-	return ret;
-}
-
 void qjobs_report(struct qjobs *q, struct client *c)
 {
 	for (struct qjob *j = q->jobs; j; j = j->next) {
@@ -848,7 +798,8 @@ void qjobs_report(struct qjobs *q, struct client *c)
 
 			if (!r)
 				continue;
-			if (post(q, c, r) < 0) {
+			if (agent_post_report(c, q->report_path, r, "quantum job report", "job",
+					      "id") < 0) {
 				json_decref(r);
 				return; /* the region is away: the rest waits for the next pass */
 			}
@@ -856,7 +807,8 @@ void qjobs_report(struct qjobs *q, struct client *c)
 			j->running_sent = true;
 		}
 		if (j->phase == PH_DONE && j->final && !j->final_sent) {
-			if (post(q, c, j->final) < 0)
+			if (agent_post_report(c, q->report_path, j->final, "quantum job report",
+					      "job", "id") < 0)
 				return;
 			j->final_sent = true;
 			log_info("reported quantum job tenant=%s job=%s state=%s", j->tenant, j->id,
