@@ -11,52 +11,20 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util/rng.h"
+
 struct llm_sampler {
 	struct llm_sampling cfg;
 	uint32_t n_vocab;
-	uint64_t s[4]; /* xoshiro256** state */
-	int32_t *idx;  /* candidate ids */
-	float *p;      /* their probabilities */
+	struct rng rng;
+	int32_t *idx; /* candidate ids */
+	float *p;     /* their probabilities */
 };
-
-static uint64_t splitmix64(uint64_t *x)
-{
-	uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
-
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
-
-static uint64_t rotl(uint64_t x, int k)
-{
-	return (x << k) | (x >> (64 - k));
-}
-
-static uint64_t xoshiro_next(uint64_t *s)
-{
-	uint64_t r = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
-
-	s[2] ^= s[0];
-	s[3] ^= s[1];
-	s[1] ^= s[2];
-	s[0] ^= s[3];
-	s[2] ^= t;
-	s[3] = rotl(s[3], 45);
-	return r;
-}
-
-/* Uniform in [0, 1) with 53 bits. */
-static double uniform(uint64_t *s)
-{
-	return (double)(xoshiro_next(s) >> 11) * 0x1.0p-53;
-}
 
 int llm_sampler_new(struct llm_sampler **out, const struct llm_sampling *cfg, uint32_t n_vocab,
 		    struct ciel_err *err)
 {
 	struct llm_sampler *s;
-	uint64_t x;
 
 	*out = NULL;
 	if (!(cfg->temperature >= 0 && cfg->temperature <= 2))
@@ -81,9 +49,7 @@ int llm_sampler_new(struct llm_sampler **out, const struct llm_sampling *cfg, ui
 		llm_sampler_free(s);
 		return ciel_err_set(err, CIEL_ENOMEM, "sampler for %u tokens", n_vocab);
 	}
-	x = cfg->seed;
-	for (int i = 0; i < 4; i++)
-		s->s[i] = splitmix64(&x);
+	rng_seed(&s->rng, cfg->seed);
 	*out = s;
 	return 0;
 }
@@ -201,7 +167,7 @@ int32_t llm_sample(struct llm_sampler *s, float *logits)
 		k = j;
 		sum = c;
 	}
-	u = uniform(s->s) * sum;
+	u = rng_double(&s->rng) * sum;
 	for (uint32_t i = 0; i < k; i++) {
 		acc += s->p[i];
 		if (u < acc)

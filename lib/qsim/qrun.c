@@ -29,6 +29,7 @@
 
 #include "qsim/qasm.h"
 #include "qsim/qfuse.h"
+#include "util/rng.h"
 
 /* States this small run one per thread, shots in parallel; larger ones run
  * shots in turn with the threads inside qsim. Chosen by size alone, never by
@@ -43,51 +44,13 @@ static int qrun_probs_max_qubits = 16;
 
 /* ---- random numbers: splitmix64 seeds xoshiro256** ---- */
 
-struct rng {
-	uint64_t s[4];
-};
-
-static uint64_t splitmix64(uint64_t *x)
-{
-	uint64_t z = (*x += 0x9e3779b97f4a7c15ULL);
-
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-	return z ^ (z >> 31);
-}
-
 /* Stream `stream` of seed: independent streams for shots, whatever the order. */
 static void rng_init(struct rng *r, uint64_t seed, uint64_t stream)
 {
 	uint64_t x = seed;
 
-	x = splitmix64(&x) ^ (stream * 0xd1342543de82ef95ULL + 0x2545f4914f6cdd1dULL);
-	for (int i = 0; i < 4; i++)
-		r->s[i] = splitmix64(&x);
-}
-
-static inline uint64_t rotl(uint64_t x, int k)
-{
-	return (x << k) | (x >> (64 - k));
-}
-
-static uint64_t rng_next(struct rng *r)
-{
-	uint64_t *s = r->s, res = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
-
-	s[2] ^= s[0];
-	s[3] ^= s[1];
-	s[1] ^= s[2];
-	s[0] ^= s[3];
-	s[2] ^= t;
-	s[3] = rotl(s[3], 45);
-	return res;
-}
-
-/* Uniform in [0, 1), 53 bits. */
-static double rng_double(struct rng *r)
-{
-	return (double)(rng_next(r) >> 11) * 0x1.0p-53;
+	x = rng_splitmix64(&x) ^ (stream * 0xd1342543de82ef95ULL + 0x2545f4914f6cdd1dULL);
+	rng_seed(r, x);
 }
 
 static double now_s(void)

@@ -26,6 +26,7 @@
 #include "llm/gguf.h"
 #include "llm/kern.h"
 #include "util/err.h"
+#include "util/rng.h"
 
 #define DEFAULT_VOCAB "stories260K/stories260k-f32.v3.gguf"
 
@@ -44,18 +45,10 @@ static const struct shape shapes[] = {
 
 /* ---- deterministic random numbers ---- */
 
-static uint64_t splitmix(uint64_t *s)
-{
-	uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
-
 /* Sum of four uniforms, scaled to unit variance: cheap, bounded, normal enough for weights. */
 static float normalish(uint64_t *s)
 {
-	uint64_t r = splitmix(s);
+	uint64_t r = rng_splitmix64(s);
 	float sum = (float)(r & 0xffff) + (float)((r >> 16) & 0xffff) +
 		    (float)((r >> 32) & 0xffff) + (float)(r >> 48);
 	return (sum / 65536.0f - 2.0f) * 1.7320508f;
@@ -490,7 +483,7 @@ static int gen_model(const struct gen_opts *o, const struct gguf *vocab, struct 
 			uint64_t s = o->seed ^ ((uint64_t)it << 40);
 			t->type = norm ? KERN_F32 : o->type;
 			t->k = ne[0];
-			t->seed = splitmix(&s);
+			t->seed = rng_splitmix64(&s);
 			t->mean = norm ? 1.0f : 0.0f;
 			t->std = 0.02f;
 			t->row = scratch;
@@ -504,7 +497,7 @@ static int gen_model(const struct gen_opts *o, const struct gguf *vocab, struct 
 		struct gen_tensor *t = &gt[it++];
 		*t = (struct gen_tensor){.type = o->type,
 					 .k = sh->dim,
-					 .seed = splitmix(&s),
+					 .seed = rng_splitmix64(&s),
 					 .std = 0.02f,
 					 .row = scratch};
 		gguf_w_tensor_cb(w, "output.weight", t->type, 2, ne, gen_row, t);
