@@ -26,6 +26,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util/utf8.h"
+
 #define DEF_MAX_SEQS 8
 #define DEF_MAX_BATCH 512
 #define DEF_PREFILL_CHUNK 256
@@ -158,44 +160,6 @@ static void req_free(struct req *r)
 
 /* ---- UTF-8 ---- */
 
-/*
- * Length of the UTF-8 sequence at s (n bytes available): > 0 complete and
- * valid, 0 invalid, -1 a valid but unfinished start.
- */
-static int utf8_seq(const unsigned char *s, size_t n)
-{
-	unsigned char c = s[0];
-	int len, i;
-	unsigned lo = 0x80, hi = 0xBF;
-
-	if (c < 0x80)
-		return 1;
-	if (c >= 0xC2 && c <= 0xDF)
-		len = 2;
-	else if (c >= 0xE0 && c <= 0xEF)
-		len = 3;
-	else if (c >= 0xF0 && c <= 0xF4)
-		len = 4;
-	else
-		return 0;
-	/* overlongs, surrogates and > U+10FFFF are excluded by the second byte */
-	if (c == 0xE0)
-		lo = 0xA0;
-	else if (c == 0xED)
-		hi = 0x9F;
-	else if (c == 0xF0)
-		lo = 0x90;
-	else if (c == 0xF4)
-		hi = 0x8F;
-	for (i = 1; i < len; i++) {
-		if ((size_t)i >= n)
-			return -1;
-		if (s[i] < (i == 1 ? lo : 0x80) || s[i] > (i == 1 ? hi : 0xBF))
-			return 0;
-	}
-	return len;
-}
-
 /* Bytes at the end of s[0..n) that start a character not finished yet. */
 static size_t utf8_tail(const char *s, size_t n)
 {
@@ -206,7 +170,7 @@ static size_t utf8_tail(const char *s, size_t n)
 
 		if ((*p & 0xC0) == 0x80)
 			continue; /* continuation byte: the start is further back */
-		return utf8_seq(p, k) == -1 ? k : 0;
+		return utf8_seq(p, k) == 0 ? k : 0;
 	}
 	return 0;
 }

@@ -20,6 +20,7 @@
 #include <jansson.h>
 
 #include "util/dbuf.h"
+#include "util/utf8.h"
 
 /* Fail with an OpenAI param and code; returns -1. */
 static int fail(struct oai_req *req, struct ciel_err *err, const char *param, const char *code,
@@ -560,53 +561,24 @@ void oai_new_id(enum oai_kind kind, char id[OAI_ID_LEN])
 		n += snprintf(id + n, OAI_ID_LEN - (size_t)n, "%02x", r[k]);
 }
 
-/* Length of the valid UTF-8 sequence at s (1..4), 0 if invalid. */
-static size_t utf8_len(const unsigned char *s, size_t n)
-{
-	unsigned c = s[0];
-	size_t need;
-	uint32_t cp;
-
-	if (c < 0x80)
-		return 1;
-	if (c >= 0xc2 && c <= 0xdf)
-		need = 2, cp = c & 0x1f;
-	else if (c >= 0xe0 && c <= 0xef)
-		need = 3, cp = c & 0x0f;
-	else if (c >= 0xf0 && c <= 0xf4)
-		need = 4, cp = c & 0x07;
-	else
-		return 0;
-	if (n < need)
-		return 0;
-	for (size_t k = 1; k < need; k++) {
-		if ((s[k] & 0xc0) != 0x80)
-			return 0;
-		cp = cp << 6 | (s[k] & 0x3f);
-	}
-	if ((need == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
-	    (need == 4 && (cp < 0x10000 || cp > 0x10ffff)))
-		return 0;
-	return need;
-}
-
 /* A JSON string of text, invalid UTF-8 replaced by U+FFFD (a NUL byte is \u0000). */
 static json_t *jtext(const char *text, size_t len)
 {
 	const unsigned char *s = (const unsigned char *)(text ? text : "");
 	struct dbuf b;
 	json_t *j;
-	size_t k = 0, l;
+	size_t k = 0;
+	int l;
 
 	j = json_stringn(text ? text : "", len);
 	if (j)
 		return j;
 	dbuf_init(&b, DBUF_NO_MAX);
 	while (k < len) {
-		l = utf8_len(s + k, len - k);
-		if (l) {
-			dbuf_add(&b, s + k, l);
-			k += l;
+		l = utf8_seq(s + k, len - k);
+		if (l > 0) {
+			dbuf_add(&b, s + k, (size_t)l);
+			k += (size_t)l;
 		} else {
 			dbuf_add(&b, "\xef\xbf\xbd", 3);
 			k++;
