@@ -1,6 +1,7 @@
 /* api — the request pipeline; see api.h for the order of checks and why. */
 #include "api/api.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -87,6 +88,25 @@ int api_check_name(const char *field, const char *v, struct ciel_err *err)
 const char *api_query(const struct api_req *r, const char *name)
 {
 	return r->query ? json_string_value(json_object_get(r->query, name)) : NULL;
+}
+
+int api_query_int(const struct api_req *r, const char *name, int64_t def, int64_t min, int64_t max,
+		  int64_t *out, struct ciel_err *err)
+{
+	const char *v = api_query(r, name);
+	char *end;
+	long long x;
+
+	*out = def;
+	if (!v)
+		return 0;
+	errno = 0;
+	x = strtoll(v, &end, 10);
+	if (!*v || *end || errno || x < min || x > max)
+		return ciel_err_field(err, CIEL_EINVAL, name, "%s: must be an integer %lld..%lld",
+				      name, (long long)min, (long long)max);
+	*out = x;
+	return 0;
 }
 
 char *api_dump(json_t *j)
@@ -542,6 +562,33 @@ json_t *api_list_json(struct api *a, const char *prefix, struct ciel_err *err)
 	}
 	store_list_release(&l);
 	return items;
+}
+
+json_t *api_list_visible(struct api *a, const char *tenant, const char *kind, struct ciel_err *err)
+{
+	char prefix[128];
+	json_t *items = json_array(), *l;
+
+	if (!items) {
+		ciel_err_set(err, CIEL_ENOMEM, "out of memory");
+		return NULL;
+	}
+	if (tenant[0]) {
+		snprintf(prefix, sizeof(prefix), "/tenants/%s/%s/", tenant, kind);
+		if (!(l = api_list_json(a, prefix, err)))
+			goto fail;
+		json_array_extend(items, l);
+		json_decref(l);
+	}
+	snprintf(prefix, sizeof(prefix), "/region/%s/", kind);
+	if (!(l = api_list_json(a, prefix, err)))
+		goto fail;
+	json_array_extend(items, l);
+	json_decref(l);
+	return items;
+fail:
+	json_decref(items);
+	return NULL;
 }
 
 json_t *api_load_json(struct api *a, const char *key, int64_t *mod_rev, struct ciel_err *err)

@@ -298,6 +298,10 @@ int api_own_node(struct api_req *r, struct ciel_err *err);
 int api_check_name(const char *field, const char *v, struct ciel_err *err);
 /* Value of a decoded query parameter or NULL. */
 const char *api_query(const struct api_req *r, const char *name);
+/* Query parameter name as an integer in [min, max] into *out, def when it is
+ * absent; -1 with err naming it if it is anything else. */
+int api_query_int(const struct api_req *r, const char *name, int64_t def, int64_t min, int64_t max,
+		  int64_t *out, struct ciel_err *err);
 
 /* Open the region's state in data_dir (master key, store, audit key) for serving. */
 int api_open(struct api *a, const char *data_dir, const struct api_config *cfg,
@@ -308,6 +312,10 @@ void api_close(struct api *a);
 json_t *api_load_json(struct api *a, const char *key, int64_t *mod_rev, struct ciel_err *err);
 /* The documents directly under prefix (not deeper), each with its "revision"; NULL on error. */
 json_t *api_list_json(struct api *a, const char *prefix, struct ciel_err *err);
+/* The documents of a kind ("images", "models") a tenant can use: its own
+ * (/tenants/T/KIND/; none for tenant "") then the region's public ones
+ * (/region/KIND/), as api_list_json gives them; NULL on error. */
+json_t *api_list_visible(struct api *a, const char *tenant, const char *kind, struct ciel_err *err);
 /* The strings behind the store ops of a new key; iam_key_ops_release frees them. */
 struct iam_key_ops {
 	char *s[6];

@@ -159,30 +159,12 @@ out:
 static int h_image_list(struct api *a, struct api_req *r, struct api_resp *resp,
 			struct ciel_err *err)
 {
-	char prefix[128];
-	json_t *items = json_array(), *pub = NULL, *own = NULL;
+	json_t *items = api_list_visible(a, r->tenant, "images", err);
 
 	if (!items)
-		return ciel_err_set(err, CIEL_ENOMEM, "out of memory");
-	if (r->tenant[0]) {
-		snprintf(prefix, sizeof(prefix), "/tenants/%s/images/", r->tenant);
-		own = api_list_json(a, prefix, err);
-		if (!own)
-			goto fail;
-		json_array_extend(items, own);
-	}
-	pub = api_list_json(a, "/region/images/", err);
-	if (!pub)
-		goto fail;
-	json_array_extend(items, pub);
-	json_decref(own);
-	json_decref(pub);
+		return -1;
 	api_reply(resp, 200, json_pack("{s:o}", "items", items));
 	return 0;
-fail:
-	json_decref(own);
-	json_decref(items);
-	return -1;
 }
 
 static int h_image_show(struct api *a, struct api_req *r, struct api_resp *resp,

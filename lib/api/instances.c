@@ -722,24 +722,6 @@ out:
 	return j;
 }
 
-static int query_int(struct api_req *r, const char *name, int64_t def, int64_t min, int64_t max,
-		     int64_t *out, struct ciel_err *err)
-{
-	const char *v = api_query(r, name);
-	char *end;
-	long long x;
-
-	*out = def;
-	if (!v)
-		return 0;
-	x = strtoll(v, &end, 10);
-	if (!*v || *end || x < min || x > max)
-		return ciel_err_field(err, CIEL_EINVAL, name, "%s: must be an integer %lld..%lld",
-				      name, (long long)min, (long long)max);
-	*out = x;
-	return 0;
-}
-
 static int h_instance_logs(struct api *a, struct api_req *r, struct api_resp *resp,
 			   struct ciel_err *err)
 {
@@ -749,8 +731,8 @@ static int h_instance_logs(struct api *a, struct api_req *r, struct api_resp *re
 	json_t *inst, *node = NULL, *j = NULL;
 	int ret = -1;
 
-	if (query_int(r, "offset", 0, 0, INT64_MAX / 2, &offset, err) < 0 ||
-	    query_int(r, "limit", 65536, 1, LOG_LIMIT_MAX, &limit, err) < 0)
+	if (api_query_int(r, "offset", 0, 0, INT64_MAX / 2, &offset, err) < 0 ||
+	    api_query_int(r, "limit", 65536, 1, LOG_LIMIT_MAX, &limit, err) < 0)
 		return -1;
 	inst = load_inst(a, r->tenant, r->params[0], NULL, err);
 	if (!inst)
@@ -796,8 +778,9 @@ static int h_placements(struct api *a, struct api_req *r, struct api_resp *resp,
 	int64_t after, wait_ms;
 	json_t *items;
 
-	if (api_own_node(r, err) < 0 || query_int(r, "after", 0, 0, INT64_MAX, &after, err) < 0 ||
-	    query_int(r, "wait_ms", 0, 0, WAIT_MS_MAX, &wait_ms, err) < 0)
+	if (api_own_node(r, err) < 0 ||
+	    api_query_int(r, "after", 0, 0, INT64_MAX, &after, err) < 0 ||
+	    api_query_int(r, "wait_ms", 0, 0, WAIT_MS_MAX, &wait_ms, err) < 0)
 		return -1;
 	snprintf(prefix, sizeof(prefix), "/region/placements/%s/", r->params[0]);
 	if (after > 0 && wait_ms > 0) {

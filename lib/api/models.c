@@ -151,25 +151,6 @@ static int write_target(struct api_req *r, const char *name, const char **tenant
 	return 0;
 }
 
-static int query_int(struct api_req *r, const char *name, int64_t def, int64_t min, int64_t max,
-		     int64_t *out, struct ciel_err *err)
-{
-	const char *v = api_query(r, name);
-	char *end;
-	long long x;
-
-	*out = def;
-	if (!v)
-		return 0;
-	errno = 0;
-	x = strtoll(v, &end, 10);
-	if (!*v || *end || errno || x < min || x > max)
-		return ciel_err_field(err, CIEL_EINVAL, name, "%s: must be an integer %lld..%lld",
-				      name, (long long)min, (long long)max);
-	*out = x;
-	return 0;
-}
-
 /* ---- placement ---- */
 
 static int64_t free_mem(const struct sched_node *n)
@@ -351,9 +332,9 @@ static int h_model_put(struct api *a, struct api_req *r, struct api_resp *resp,
 		return -1;
 	if (!r->body_file || !r->body_sha256 || strlen(r->body_sha256) != 64)
 		return ciel_err_field(err, CIEL_EINVAL, "file", "file: no upload received");
-	if (query_int(r, "max_seqs", MODEL_DEFAULT_SEQS, 1, MODEL_MAX_SEQS, &seqs, err) < 0 ||
-	    query_int(r, "threads", 1, 1, MODEL_MAX_THREADS, &threads, err) < 0 ||
-	    query_int(r, "ctx", 0, 16, 1 << 20, &ctx, err) < 0)
+	if (api_query_int(r, "max_seqs", MODEL_DEFAULT_SEQS, 1, MODEL_MAX_SEQS, &seqs, err) < 0 ||
+	    api_query_int(r, "threads", 1, 1, MODEL_MAX_THREADS, &threads, err) < 0 ||
+	    api_query_int(r, "ctx", 0, 16, 1 << 20, &ctx, err) < 0)
 		return -1;
 	if (inspect(r->body_file, &mf, err) < 0)
 		return -1;
@@ -451,33 +432,20 @@ out:
 static int h_model_list(struct api *a, struct api_req *r, struct api_resp *resp,
 			struct ciel_err *err)
 {
-	char prefix[128];
-	json_t *items = json_array(), *own = NULL, *pub = NULL, *it;
+	json_t *docs = api_list_visible(a, r->tenant, "models", err), *items, *it;
 	size_t i;
 
-	if (!items)
+	if (!docs)
+		return -1;
+	if (!(items = json_array())) {
+		json_decref(docs);
 		return ciel_err_set(err, CIEL_ENOMEM, "out of memory");
-	if (r->tenant[0]) {
-		snprintf(prefix, sizeof(prefix), "/tenants/%s/models/", r->tenant);
-		own = api_list_json(a, prefix, err);
-		if (!own)
-			goto fail;
 	}
-	pub = api_list_json(a, "/region/models/", err);
-	if (!pub)
-		goto fail;
-	json_array_foreach(own, i, it)
+	json_array_foreach(docs, i, it)
 	    json_array_append_new(items, model_view(it, jbody_int(it, "revision", 0)));
-	json_array_foreach(pub, i, it)
-	    json_array_append_new(items, model_view(it, jbody_int(it, "revision", 0)));
-	json_decref(own);
-	json_decref(pub);
+	json_decref(docs);
 	api_reply(resp, 200, json_pack("{s:o}", "items", items));
 	return 0;
-fail:
-	json_decref(own);
-	json_decref(items);
-	return -1;
 }
 
 static int h_model_show(struct api *a, struct api_req *r, struct api_resp *resp,

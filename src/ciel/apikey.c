@@ -119,16 +119,9 @@ static int apikey_delete(struct cli *cli, int argc, char **argv)
 	    .min_args = 1,
 	    .max_args = 1,
 	};
-	const char *args[1];
-	char q[256];
-	int r;
+	int r = cli_delete_cmd(cli, &u, argc, argv, "/v1/apikeys/", "API key", "", NULL, NULL);
 
-	r = cli_parse(&u, NULL, argc, argv, args);
-	if (r < 0)
-		return cli_parse_exit(r);
-	cli_query_init(cli, q, sizeof(q));
-	r = cli_delete(cli, "/v1/apikeys/", args[0], q, "API key", "");
-	if (r != 0 && cli->last_status == 404)
+	if (r == EXIT_FAIL && cli->last_status == 404)
 		cli_hint("`ciel apikey list` shows the keys' ids (ak_...)");
 	return r;
 }

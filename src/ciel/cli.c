@@ -13,6 +13,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "util/ts.h"
+
 static void print_flag(FILE *f, const char *name, const char *metavar, const char *help)
 {
 	char left[96];
@@ -618,6 +620,30 @@ int cli_delete(struct cli *cli, const char *prefix, const char *name, const char
 	return EXIT_OK;
 }
 
+int cli_delete_cmd(struct cli *cli, const struct cmd_usage *u, int argc, char **argv,
+		   const char *prefix, const char *what, const char *note, const char *public_help,
+		   bool *pub)
+{
+	const char *args[1];
+	bool p = false;
+	const struct opt opts[] = {
+	    {"public", NULL, public_help, NULL, &p},
+	    {0},
+	};
+	char q[256];
+	int r;
+
+	r = cli_parse(u, public_help ? opts : NULL, argc, argv, args);
+	if (pub)
+		*pub = p;
+	if (r < 0)
+		return cli_parse_exit(r);
+	cli_query_init(cli, q, sizeof(q));
+	if (p)
+		client_query_add(q, sizeof(q), "public", "1");
+	return cli_delete(cli, prefix, args[0], q, what, note);
+}
+
 int cli_list(struct cli *cli, const char *path, const char *query, size_t ncols,
 	     const char *const *hdr, cli_row_fn fn, const char *no_rows)
 {
@@ -695,6 +721,49 @@ void cli_status_clear(struct cli_status *st)
 	if (st->tty && st->width)
 		fprintf(stderr, "\r%*s\r", st->width, "");
 	st->width = 0;
+}
+
+#define CLI_PROGRESS_EVERY_MS 200
+
+void cli_progress_init(struct cli_progress *p, const char *then)
+{
+	memset(p, 0, sizeof(*p));
+	cli_status_init(&p->st);
+	p->then = then;
+}
+
+void cli_progress(void *arg, int64_t sent, int64_t total)
+{
+	struct cli_progress *p = arg;
+	int64_t now = ts_mono_ms(), ms;
+	char a[32], b[32];
+	int pct = total > 0 ? (int)(sent * 100 / total) : 100;
+
+	/* the clock starts with the first byte: hashing the file is not upload time */
+	if (!p->start_ms)
+		p->start_ms = now;
+	ms = now - p->start_ms;
+	p->sent = sent;
+	if (!p->st.tty || (now - p->last_ms < CLI_PROGRESS_EVERY_MS && sent < total))
+		return;
+	p->last_ms = now;
+	if (total > 0 && sent >= total) {
+		/* the region reads the rest from socket buffers, then checks it */
+		cli_status(&p->st, "sent %s; %s", fmt_size(total, b, sizeof(b)), p->then);
+		return;
+	}
+	cli_status(&p->st, "uploading: %3d%%  %s of %s  %.1f MB/s", pct,
+		   fmt_size(sent, a, sizeof(a)), fmt_size(total, b, sizeof(b)),
+		   ms > 0 ? (double)sent / 1000.0 / (double)ms : 0.0);
+}
+
+void cli_progress_done(const struct cli_progress *p)
+{
+	int64_t ms = p->start_ms ? ts_mono_ms() - p->start_ms : 0;
+	char a[32];
+
+	fprintf(stderr, "uploaded %s in %.1f s (%.1f MB/s)\n", fmt_size(p->sent, a, sizeof(a)),
+		(double)ms / 1000.0, ms > 0 ? (double)p->sent / 1000.0 / (double)ms : 0.0);
 }
 
 int cli_print_one(struct cli *cli, const json_t *obj, size_t ncols, const char *const *hdr,

@@ -10,6 +10,7 @@
 #include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include "client/client.h"
@@ -162,6 +163,21 @@ void cli_status(struct cli_status *st, const char *fmt, ...) __attribute__((form
 /* Blank the line, so what is printed next starts on a clean one. */
 void cli_status_clear(struct cli_status *st);
 
+/*
+ * An upload's progress (client_progress_fn cli_progress, arg a struct
+ * cli_progress) on its status line: percent, sizes and rate while it sends,
+ * then "sent SIZE; <then>" while the region takes the rest in.
+ */
+struct cli_progress {
+	struct cli_status st;
+	const char *then;
+	int64_t start_ms, last_ms, sent;
+};
+void cli_progress_init(struct cli_progress *p, const char *then);
+void cli_progress(void *arg, int64_t sent, int64_t total);
+/* "uploaded SIZE in S s (R MB/s)" on stderr, once the upload is accepted. */
+void cli_progress_done(const struct cli_progress *p);
+
 /* The global flags block of every help text. */
 void cli_print_global_flags(FILE *f);
 
@@ -204,6 +220,16 @@ void cli_show_object(const json_t *obj);
  * (or the JSON answer with --output json). Returns the exit code. */
 int cli_delete(struct cli *cli, const char *prefix, const char *name, const char *query,
 	       const char *what, const char *note);
+
+/*
+ * `ciel GROUP delete NAME`: parse u (NAME, and --public with public_help
+ * unless that is NULL: the operator's public=1), then cli_delete with the
+ * tenant query. *pub (may be NULL) says whether --public was given, for the
+ * caller's hints after an EXIT_FAIL (cli->last_status).
+ */
+int cli_delete_cmd(struct cli *cli, const struct cmd_usage *u, int argc, char **argv,
+		   const char *prefix, const char *what, const char *note, const char *public_help,
+		   bool *pub);
 
 /* List commands: GET path?query and print its items as a table, one row per
  * item filled by fn into cells->s[column] (or the JSON with --output json). */

@@ -18,20 +18,8 @@
 
 #include "cli.h"
 #include "image/image.h"
-#include "util/ts.h"
 
 #define IMAGE_UPLOAD_MAX (4LL << 30) /* the API's limit on an image file */
-#define PROGRESS_EVERY_MS 200
-
-/* "1.5MiB": fmt_bytes with the unit spelled out, as image sizes read best. */
-static const char *fmt_size(int64_t bytes, char *buf, size_t size)
-{
-	char b[32];
-
-	fmt_bytes(bytes, b, sizeof(b));
-	snprintf(buf, size, "%.30sB", b);
-	return buf;
-}
 
 /* First 12 hex digits of "sha256:<hex>", docker style. */
 static const char *fmt_short_digest(const json_t *obj, char *buf, size_t size)
@@ -120,12 +108,6 @@ static void tmp_guard(bool on)
 	tmp_tar[0] = tmp_dir[0] = '\0';
 }
 
-/* What import shows while it works. */
-struct progress {
-	struct cli_status st;
-	int64_t start_ms, last_ms, sent;
-};
-
 /* Pack dir into tmp_tar; the guard must be on. */
 static int pack_dir(const char *dir, struct cli_status *st)
 {
@@ -158,32 +140,6 @@ static int pack_dir(const char *dir, struct cli_status *st)
 	return EXIT_OK;
 }
 
-static void on_progress(void *arg, int64_t sent, int64_t total)
-{
-	struct progress *p = arg;
-	int64_t now = ts_mono_ms(), ms;
-	char a[32], b[32];
-	int pct = total > 0 ? (int)(sent * 100 / total) : 100;
-
-	/* the clock starts with the first byte: hashing the file is not upload time */
-	if (!p->start_ms)
-		p->start_ms = now;
-	ms = now - p->start_ms;
-	p->sent = sent;
-	if (!p->st.tty || (now - p->last_ms < PROGRESS_EVERY_MS && sent < total))
-		return;
-	p->last_ms = now;
-	if (total > 0 && sent >= total) {
-		/* the region reads the rest from socket buffers, then scans it */
-		cli_status(&p->st, "sent %s; waiting for the region to take it in...",
-			   fmt_size(total, b, sizeof(b)));
-		return;
-	}
-	cli_status(&p->st, "uploading: %3d%%  %s of %s  %.1f MB/s", pct,
-		   fmt_size(sent, a, sizeof(a)), fmt_size(total, b, sizeof(b)),
-		   ms > 0 ? (double)sent / 1000.0 / (double)ms : 0.0);
-}
-
 static int image_import_cmd(struct cli *cli, int argc, char **argv)
 {
 	static const struct cmd_usage u = {
@@ -210,17 +166,16 @@ static int image_import_cmd(struct cli *cli, int argc, char **argv)
 	    {0},
 	};
 	struct client_response resp = {0};
-	struct progress p = {0};
+	struct cli_progress p;
 	const char *file;
 	char q[256], path[512], a[32];
 	struct stat st;
-	int64_t ms;
 	int r;
 
 	r = cli_parse(&u, opts, argc, argv, args);
 	if (r < 0)
 		return cli_parse_exit(r);
-	cli_status_init(&p.st);
+	cli_progress_init(&p, "waiting for the region to take it in...");
 	if ((r = cli_check_name("image name", args[0])) != 0)
 		return r;
 	if (stat(args[1], &st) < 0)
@@ -255,7 +210,7 @@ static int image_import_cmd(struct cli *cli, int argc, char **argv)
 		}
 	}
 	cli_status(&p.st, "hashing %s...", args[1]);
-	r = cli_upload(cli, "PUT", path, q, file, on_progress, &p, &resp);
+	r = cli_upload(cli, "PUT", path, q, file, cli_progress, &p, &resp);
 	cli_status_clear(&p.st);
 	if (r != 0) {
 		if (cli->last_status == 409 && !strstr(cli->last_message, "delete it"))
@@ -275,9 +230,7 @@ static int image_import_cmd(struct cli *cli, int argc, char **argv)
 			cli_hint("images are limited to 4 GiB");
 		goto out;
 	}
-	ms = p.start_ms ? ts_mono_ms() - p.start_ms : 0;
-	fprintf(stderr, "uploaded %s in %.1f s (%.1f MB/s)\n", fmt_size(p.sent, a, sizeof(a)),
-		(double)ms / 1000.0, ms > 0 ? (double)p.sent / 1000.0 / (double)ms : 0.0);
+	cli_progress_done(&p);
 	r = print_image_row(cli, resp.json);
 	client_response_release(&resp);
 out:
@@ -388,26 +341,14 @@ static int image_delete_cmd(struct cli *cli, int argc, char **argv)
 	    .min_args = 1,
 	    .max_args = 1,
 	};
-	const char *args[1];
-	bool pub = false;
-	const struct opt opts[] = {
-	    {"public", NULL, "operator: delete the region-wide public image NAME", NULL, &pub},
-	    {0},
-	};
-	char q[256];
-	int r;
+	bool pub;
+	int r = cli_delete_cmd(cli, &u, argc, argv, "/v1/images/", "image", "",
+			       "operator: delete the region-wide public image NAME", &pub);
 
-	r = cli_parse(&u, opts, argc, argv, args);
-	if (r < 0)
-		return cli_parse_exit(r);
-	cli_query_init(cli, q, sizeof(q));
-	if (pub)
-		client_query_add(q, sizeof(q), "public", "1");
-	r = cli_delete(cli, "/v1/images/", args[0], q, "image", "");
-	if (r != 0 && cli->last_status == 409)
+	if (r == EXIT_FAIL && cli->last_status == 409)
 		cli_hint("find the instances using it with `ciel instance list` and delete them "
 			 "first (`ciel instance delete NAME`)");
-	else if (r != 0 && cli->last_status == 404)
+	else if (r == EXIT_FAIL && cli->last_status == 404)
 		cli_hint("`ciel image list` shows the images%s", pub ? ""
 								     : " (a public one needs "
 								       "--public, operator)");

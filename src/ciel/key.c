@@ -97,15 +97,7 @@ static int key_delete(struct cli *cli, int argc, char **argv)
 	    .min_args = 1,
 	    .max_args = 1,
 	};
-	const char *args[1];
-	char q[256];
-	int r;
-
-	r = cli_parse(&u, NULL, argc, argv, args);
-	if (r < 0)
-		return cli_parse_exit(r);
-	cli_query_init(cli, q, sizeof(q));
-	return cli_delete(cli, "/v1/keys/", args[0], q, "key", "");
+	return cli_delete_cmd(cli, &u, argc, argv, "/v1/keys/", "key", "", NULL, NULL);
 }
 
 const struct group group_key = {

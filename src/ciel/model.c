@@ -21,7 +21,6 @@
 #include "util/ts.h"
 
 #define MODEL_UPLOAD_MAX (64LL << 30)
-#define PROGRESS_EVERY_MS 200
 #define POLL_MS 250
 
 static const char *member_str(const json_t *obj, const char *name)
@@ -76,35 +75,6 @@ static const char *const model_hdr[] = {"NAME", "STATE", "NODE", "ARCH",   "PARA
 					"TYPE", "SIZE",	 "CTX",	 "PUBLIC", "AGE"};
 
 /* ---- deploy ---- */
-
-struct progress {
-	struct cli_status st;
-	int64_t start_ms, last_ms, sent;
-};
-
-static void on_progress(void *arg, int64_t sent, int64_t total)
-{
-	struct progress *p = arg;
-	int64_t now = ts_mono_ms(), ms;
-	char a[32], b[32];
-	int pct = total > 0 ? (int)(sent * 100 / total) : 100;
-
-	if (!p->start_ms)
-		p->start_ms = now;
-	ms = now - p->start_ms;
-	p->sent = sent;
-	if (!p->st.tty || (now - p->last_ms < PROGRESS_EVERY_MS && sent < total))
-		return;
-	p->last_ms = now;
-	if (total > 0 && sent >= total) {
-		cli_status(&p->st, "sent %sB; the region checks the model...",
-			   fmt_bytes(total, b, sizeof(b)));
-		return;
-	}
-	cli_status(&p->st, "uploading: %3d%%  %sB of %sB  %.1f MB/s", pct,
-		   fmt_bytes(sent, a, sizeof(a)), fmt_bytes(total, b, sizeof(b)),
-		   ms > 0 ? (double)sent / 1000.0 / (double)ms : 0.0);
-}
 
 /*
  * FILE, or the one .gguf file in DIR, into out; EXIT_OK or the exit code
@@ -229,18 +199,17 @@ int model_deploy(struct cli *cli, struct client *c, const char *file, const char
 		 const char *query, int wait_s, json_t **result)
 {
 	struct client_response resp = {0};
-	struct progress p = {0};
+	struct cli_progress p;
 	struct ciel_err err;
 	json_t *last = NULL;
-	char path[512], a[32];
-	int64_t ms;
+	char path[512];
 	int rc, r;
 
-	cli_status_init(&p.st);
+	cli_progress_init(&p, "the region checks the model...");
 	if (cli_path(path, sizeof(path), "/v1/models/", name, NULL) != 0)
 		return EXIT_FAIL;
 	cli_status(&p.st, "hashing %s...", file);
-	rc = client_upload(c, "PUT", path, query, file, on_progress, &p, &resp, &err);
+	rc = client_upload(c, "PUT", path, query, file, cli_progress, &p, &resp, &err);
 	cli_status_clear(&p.st);
 	if ((r = cli_report(cli, c, rc, &err, &resp)) != 0) {
 		if (cli->last_status == 400)
@@ -252,9 +221,7 @@ int model_deploy(struct cli *cli, struct client *c, const char *file, const char
 			cli_hint("the file is over the region's upload limit");
 		return r;
 	}
-	ms = p.start_ms ? ts_mono_ms() - p.start_ms : 0;
-	fprintf(stderr, "uploaded %sB in %.1f s (%.1f MB/s)\n", fmt_bytes(p.sent, a, sizeof(a)),
-		(double)ms / 1000.0, ms > 0 ? (double)p.sent / 1000.0 / (double)ms : 0.0);
+	cli_progress_done(&p);
 	if (wait_s <= 0) {
 		if (result)
 			*result = json_incref(resp.json);
@@ -460,23 +427,11 @@ static int model_delete_cmd(struct cli *cli, int argc, char **argv)
 	    .min_args = 1,
 	    .max_args = 1,
 	};
-	const char *args[1];
-	bool pub = false;
-	const struct opt opts[] = {
-	    {"public", NULL, "operator: delete the region-wide public model NAME", NULL, &pub},
-	    {0},
-	};
-	char q[256];
-	int r;
+	bool pub;
+	int r = cli_delete_cmd(cli, &u, argc, argv, "/v1/models/", "model", "",
+			       "operator: delete the region-wide public model NAME", &pub);
 
-	r = cli_parse(&u, opts, argc, argv, args);
-	if (r < 0)
-		return cli_parse_exit(r);
-	cli_query_init(cli, q, sizeof(q));
-	if (pub)
-		client_query_add(q, sizeof(q), "public", "1");
-	r = cli_delete(cli, "/v1/models/", args[0], q, "model", "");
-	if (r != 0 && cli->last_status == 404)
+	if (r == EXIT_FAIL && cli->last_status == 404)
 		cli_hint("`ciel model list` shows the models%s",
 			 pub ? "" : " (a public one needs --public, operator)");
 	return r;

@@ -155,6 +155,15 @@ const char *fmt_bytes(int64_t bytes, char *buf, size_t size)
 	return buf;
 }
 
+const char *fmt_size(int64_t bytes, char *buf, size_t size)
+{
+	char b[32];
+
+	fmt_bytes(bytes, b, sizeof(b));
+	snprintf(buf, size, "%.30sB", b);
+	return buf;
+}
+
 const char *fmt_cpu(int64_t millis, char *buf, size_t size)
 {
 	if (millis % 1000 == 0)

@@ -40,6 +40,8 @@ void out_kv(FILE *f, const struct kv *kv, size_t n);
 const char *fmt_member(const json_t *obj, const char *name, char *buf, size_t size);
 /* 17179869184 -> "16Gi", 1536 -> "1.5Ki", 100 -> "100". Returns buf. */
 const char *fmt_bytes(int64_t bytes, char *buf, size_t size);
+/* fmt_bytes with the unit spelled out: 1536 -> "1.5KiB", 100 -> "100B". */
+const char *fmt_size(int64_t bytes, char *buf, size_t size);
 /* 2000 -> "2", 500 -> "500m". Returns buf. */
 const char *fmt_cpu(int64_t millis, char *buf, size_t size);
 /* A time member (RFC 3339 string, or ms/seconds since epoch) as RFC 3339. */

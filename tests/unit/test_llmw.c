@@ -107,9 +107,12 @@ static void test_helpers(void **st)
 	assert_int_equal(norm_digest(hex64, d, sizeof(d)), 0);
 	assert_string_equal(d + 7, hex64);
 	assert_int_equal(norm_digest("sha256:ABC", d, sizeof(d)), -1);
-	assert_true(worker_uid("acme") != worker_uid("beta"));
-	assert_true(worker_uid("") == UID_PUBLIC);
-	assert_true(worker_uid("acme") >= UID_BASE && worker_uid("acme") < UID_PUBLIC);
+	assert_true(agent_worker_uid("acme") != agent_worker_uid("beta"));
+	assert_true(agent_worker_uid("") == AGENT_UID_PUBLIC);
+	assert_true(agent_worker_uid("acme") >= AGENT_UID_BASE &&
+		    agent_worker_uid("acme") < AGENT_UID_PUBLIC);
+	/* FNV-1a of "acme": the uid a tenant's workers had before must not move */
+	assert_int_equal(agent_worker_uid("acme"), AGENT_UID_BASE + 0x45fd71afu % AGENT_UID_SPAN);
 }
 
 /* A stand-in worker: a child that sleeps in a session of its own. */
