@@ -11,12 +11,22 @@
  * scaled blocks differ in order, so paths agree within float rounding.
  *
  * xq layout, per activation row a and block b: 32 int8 q, a scale dx
- * replicated over 8 lanes, and an int32 bias over 8 lanes that the maddubs
- * paths add to the 8 lane sums of their dot product: maddubs multiplies
- * unsigned by signed bytes, and for Q4_0 the unsigned side is the raw
- * nibble q in [0, 15] standing for q - 8, so the bias is -sum(x) per lane
- * (8 lanes: -8 * sum(x)). The VNNI path stores x + 128 instead and needs
- * no bias (see pair_q).
+ * replicated over 8 lanes, and an int32 bias over 8 lanes that the Q4_0
+ * kernels add to the 8 lane sums of their dot product: maddubs and VNNI
+ * multiply unsigned by signed bytes, and for Q4_0 the unsigned side is the
+ * raw nibble q in [0, 15] standing for q - 8, so the bias is -sum(x) per
+ * lane (8 lanes: -8 * sum(x)). For Q8_0 the VNNI path stores x + 128
+ * instead and needs no bias (see pair_q8).
+ *
+ * Q4_0 on the vector paths: a block's byte j holds element j in its low
+ * nibble and element j + 16 in its high one, so the activations of a group
+ * of G blocks (G = 4 in 512 bits, 2 in 256) are stored in that order once
+ * per call: the low halves (elements 0..15) of the G blocks, then their
+ * high halves. The weights then need only an and and a shift, never a
+ * shuffle, and one dot product covers G blocks with 16 / G lanes per block;
+ * dx and bias of a group are [dx of block 0 × 4, block 1 × 4, ...] in the
+ * group's first 4G lanes, the bias -2 * sum(x) per lane. Blocks past the
+ * last whole group keep the plain layout.
  */
 #ifndef KERN_TEMPLATE
 #include "llm/kern.h"
@@ -634,11 +644,12 @@ struct mm_job {
 struct kpath {
 	const char *name;
 	int (*supported)(void);
-	int q8_xu; /* Q8_0 activations stored as x + 128 (VNNI, see pair_q) */
+	int q8_xu; /* Q8_0 activations stored as x + 128 (VNNI, see pair_q8) */
 	void (*rows_q)(const struct mm_job *j, uint64_t r0, uint64_t r1);
 	void (*rows_f)(const struct mm_job *j, uint64_t r0, uint64_t r1);
-	void (*quant_x)(const float *x, int8_t *q, float *dxv, int32_t *bias, uint64_t nblk,
-			int bias_mul, int xu);
+	/* q4: for Q4_0 weights (the bias, and the path's layout); xu: x + 128 */
+	void (*quant_x)(const float *x, int8_t *q, float *dxv, int32_t *bias, uint64_t nblk, int q4,
+			int xu);
 	float (*dot)(const float *a, const float *b, uint64_t n);
 	void (*axpy)(float *y, float a, const float *x, uint64_t n);
 };
@@ -651,7 +662,7 @@ static void axpy_port(float *y, float a, const float *x, uint64_t n);
  * to f16 as weights are), q = x/d rounded to nearest even.
  */
 static void quant_x_port(const float *x, int8_t *q, float *dxv, int32_t *bias, uint64_t nblk,
-			 int bias_mul, int xu)
+			 int q4, int xu)
 {
 	(void)xu; /* only the VNNI path asks for x + 128 */
 	for (uint64_t b = 0; b < nblk; b++) {
@@ -672,7 +683,7 @@ static void quant_x_port(const float *x, int8_t *q, float *dxv, int32_t *bias, u
 		}
 		for (int l = 0; l < 8; l++) {
 			dxv[b * 8 + l] = d;
-			bias[b * 8 + l] = s * bias_mul;
+			bias[b * 8 + l] = q4 ? -s : 0;
 		}
 	}
 }
@@ -807,32 +818,31 @@ static A2 inline float hsum256(__m256 v)
 	return _mm_cvtss_f32(s);
 }
 
-/* One block at a time in 256 bits; maddubs needs an unsigned operand, see the top. */
-static A2 inline __attribute__((always_inline)) void row_q_avx2(uint32_t type, const uint8_t *w,
-								const struct xq *xq, uint64_t k,
-								int a0, int na, float *out)
+/* The f16 scale of a block, broadcast, with F16C (exact, as rd_f16). */
+static A2 inline __m256 scale1_avx2(const uint8_t *b)
+{
+	uint16_t h;
+
+	memcpy(&h, b, 2);
+	return _mm256_broadcastss_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(h)));
+}
+
+/* Q8_0, one block at a time in 256 bits; maddubs needs an unsigned operand, see the top. */
+static A2 inline __attribute__((always_inline)) void
+row_q8_avx2(const uint8_t *w, const struct xq *xq, uint64_t k, int a0, int na, float *out)
 {
 	__m256 acc[4];
 	uint64_t nblk = xq->nblk;
-	const __m256i ones = _mm256_set1_epi16(1), m4 = _mm256_set1_epi8(0x0f);
+	const __m256i ones = _mm256_set1_epi16(1);
 
 	for (int a = 0; a < 4; a++)
 		acc[a] = _mm256_setzero_ps();
 	for (uint64_t b = 0; b < nblk; b++) {
-		const uint8_t *blk = w + b * (type == KERN_Q8_0 ? Q8_BYTES : Q4_BYTES);
-		__m256i wv, sg = _mm256_setzero_si256();
-		__m256 ws = _mm256_set1_ps(rd_f16(blk));
+		const uint8_t *blk = w + b * Q8_BYTES;
+		__m256i sg = _mm256_loadu_si256((const void *)(blk + 2));
+		__m256i wv = _mm256_sign_epi8(sg, sg);
+		__m256 ws = scale1_avx2(blk);
 
-		if (type == KERN_Q8_0) {
-			sg = _mm256_loadu_si256((const void *)(blk + 2));
-			wv = _mm256_sign_epi8(sg, sg);
-		} else {
-			__m128i v = _mm_loadu_si128((const void *)(blk + 2));
-
-			wv = _mm256_and_si256(_mm256_inserti128_si256(_mm256_castsi128_si256(v),
-								      _mm_srli_epi16(v, 4), 1),
-					      m4);
-		}
 #pragma GCC unroll 4
 		for (int a = 0; a < na; a++) {
 			uint64_t o = (uint64_t)(a0 + a) * nblk * 8 + b * 8;
@@ -840,10 +850,8 @@ static A2 inline __attribute__((always_inline)) void row_q_avx2(uint32_t type, c
 			    (const void *)(xq->q + (uint64_t)(a0 + a) * k + b * QK));
 			__m256i iv;
 
-			if (type == KERN_Q8_0)
-				xv = _mm256_sign_epi8(xv, sg);
+			xv = _mm256_sign_epi8(xv, sg);
 			iv = _mm256_madd_epi16(_mm256_maddubs_epi16(wv, xv), ones);
-			iv = _mm256_add_epi32(iv, _mm256_loadu_si256((const void *)(xq->bias + o)));
 			acc[a] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(iv),
 						 _mm256_mul_ps(ws, _mm256_loadu_ps(xq->dxv + o)),
 						 acc[a]);
@@ -852,6 +860,96 @@ static A2 inline __attribute__((always_inline)) void row_q_avx2(uint32_t type, c
 #pragma GCC unroll 4
 	for (int a = 0; a < na; a++)
 		out[a] = hsum256(acc[a]);
+}
+
+/*
+ * Q4_0 blocks p, p + 1 against na activation rows in the group layout (see
+ * the top): low nibbles meet the low halves, high nibbles the high halves,
+ * and the two maddubs add in 16 bits (|sum| <= 4 * 15 * 127, no saturation).
+ */
+static A2 inline __attribute__((always_inline)) void
+q4_pair_avx2(const uint8_t *w, uint64_t p, const int8_t *const *xq, const float *const *dx,
+	     const int32_t *const *bs, int na, __m256 *acc)
+{
+	const uint8_t *b0 = w + p * Q4_BYTES;
+	const __m256i m4 = _mm256_set1_epi8(0x0f);
+	__m256i v =
+	    _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const void *)(b0 + 2))),
+				    _mm_loadu_si128((const void *)(b0 + Q4_BYTES + 2)), 1);
+	__m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+	uint16_t h0, h1;
+	__m256 ws;
+
+	memcpy(&h0, b0, 2);
+	memcpy(&h1, b0 + Q4_BYTES, 2);
+	ws = _mm256_permutevar8x32_ps(
+	    _mm256_castps128_ps256(_mm_cvtph_ps(_mm_cvtsi32_si128((int)(h0 | (uint32_t)h1 << 16)))),
+	    _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1));
+#pragma GCC unroll 4
+	for (int a = 0; a < na; a++) {
+		__m256i t = _mm256_add_epi16(
+		    _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const void *)(xq[a] + p * QK))),
+		    _mm256_maddubs_epi16(hi,
+					 _mm256_loadu_si256((const void *)(xq[a] + p * QK + 32))));
+		__m256i iv = _mm256_add_epi32(_mm256_madd_epi16(t, _mm256_set1_epi16(1)),
+					      _mm256_loadu_si256((const void *)(bs[a] + p * 8)));
+
+		acc[a] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(iv),
+					 _mm256_mul_ps(ws, _mm256_loadu_ps(dx[a] + p * 8)), acc[a]);
+	}
+}
+
+static A2 inline __attribute__((always_inline)) void
+row_q4_avx2(const uint8_t *w, const struct xq *xq, uint64_t k, int a0, int na, float *out)
+{
+	__m256 acc[4], acc2[4];
+	uint64_t nblk = xq->nblk, p = 0;
+	const int8_t *xr[4];
+	const float *dx[4];
+	const int32_t *bs[4];
+
+	for (int a = 0; a < 4; a++)
+		acc[a] = acc2[a] = _mm256_setzero_ps();
+#pragma GCC unroll 4
+	for (int a = 0; a < na; a++) {
+		xr[a] = xq->q + (uint64_t)(a0 + a) * k;
+		dx[a] = xq->dxv + (uint64_t)(a0 + a) * nblk * 8;
+		bs[a] = xq->bias + (uint64_t)(a0 + a) * nblk * 8;
+	}
+	/* two accumulator sets: the FMA latency must not bound the loop */
+	for (; p + 4 <= nblk; p += 4) {
+		q4_pair_avx2(w, p, xr, dx, bs, na, acc);
+		q4_pair_avx2(w, p + 2, xr, dx, bs, na, acc2);
+	}
+	if (p + 2 <= nblk) {
+		q4_pair_avx2(w, p, xr, dx, bs, na, acc);
+		p += 2;
+	}
+	if (p < nblk) { /* odd block count: the last block alone, plain layout */
+		const uint8_t *b0 = w + p * Q4_BYTES;
+		__m128i v = _mm_loadu_si128((const void *)(b0 + 2));
+		__m256i wv = _mm256_and_si256(
+		    _mm256_inserti128_si256(_mm256_castsi128_si256(v), _mm_srli_epi16(v, 4), 1),
+		    _mm256_set1_epi8(0x0f));
+		__m256 ws = scale1_avx2(b0);
+
+#pragma GCC unroll 4
+		for (int a = 0; a < na; a++) {
+			__m256i iv = _mm256_madd_epi16(
+			    _mm256_maddubs_epi16(
+				wv, _mm256_loadu_si256((const void *)(xr[a] + p * QK))),
+			    _mm256_set1_epi16(1));
+
+			iv =
+			    _mm256_add_epi32(iv, _mm256_loadu_si256((const void *)(bs[a] + p * 8)));
+			acc[a] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(iv),
+						 _mm256_mul_ps(ws, _mm256_loadu_ps(dx[a] + p * 8)),
+						 acc[a]);
+		}
+	}
+#pragma GCC unroll 4
+	for (int a = 0; a < na; a++)
+		out[a] = hsum256(_mm256_add_ps(acc[a], acc2[a]));
 }
 
 static A2 void rows_q_avx2(const struct mm_job *j, uint64_t r0, uint64_t r1)
@@ -867,8 +965,8 @@ static A2 void rows_q_avx2(const struct mm_job *j, uint64_t r0, uint64_t r1)
 			for (uint64_t r = t; r < te; r++) {
 				const uint8_t *w = j->w + r * j->rb;
 
-#define Q8(N) row_q_avx2(KERN_Q8_0, w, j->xq, j->k, a0, N, o)
-#define Q4(N) row_q_avx2(KERN_Q4_0, w, j->xq, j->k, a0, N, o)
+#define Q8(N) row_q8_avx2(w, j->xq, j->k, a0, N, o)
+#define Q4(N) row_q4_avx2(w, j->xq, j->k, a0, N, o)
 				if (j->type == KERN_Q8_0)
 					KERN_NA(na, Q8);
 				else
@@ -958,16 +1056,18 @@ static A2 void rows_f_avx2(const struct mm_job *j, uint64_t r0, uint64_t r1)
 }
 
 static A2 void quant_x_avx2(const float *x, int8_t *q, float *dxv, int32_t *bias, uint64_t nblk,
-			    int bias_mul, int xu)
+			    int q4, int xu)
 {
 	const __m256 sgn = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+	uint64_t grouped = q4 ? nblk & ~(uint64_t)1 : 0; /* blocks in Q4_0 groups of 2 */
 
 	(void)xu; /* only the VNNI path asks for x + 128 */
 	for (uint64_t b = 0; b < nblk; b++) {
 		__m256 v[4], m;
 		__m128 h;
-		__m256i iv[4], s;
+		__m256i iv[4], s, p8;
 		float amax, d, id;
+		int32_t sum;
 
 		for (int l = 0; l < 4; l++)
 			v[l] = _mm256_loadu_ps(x + b * QK + l * 8);
@@ -985,26 +1085,30 @@ static A2 void quant_x_avx2(const float *x, int8_t *q, float *dxv, int32_t *bias
 		s = _mm256_add_epi32(_mm256_add_epi32(iv[0], iv[1]),
 				     _mm256_add_epi32(iv[2], iv[3]));
 		/* packs interleave 128-bit lanes; the permute puts the bytes back in order */
-		{
-			__m256i p16a = _mm256_packs_epi32(iv[0], iv[1]);
-			__m256i p16b = _mm256_packs_epi32(iv[2], iv[3]);
-			__m256i p8 = _mm256_packs_epi16(p16a, p16b);
-
-			p8 = _mm256_permutevar8x32_epi32(p8,
-							 _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-			_mm256_storeu_si256((void *)(q + b * QK), p8);
-		}
+		p8 = _mm256_packs_epi16(_mm256_packs_epi32(iv[0], iv[1]),
+					_mm256_packs_epi32(iv[2], iv[3]));
+		p8 = _mm256_permutevar8x32_epi32(p8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
 		{
 			__m128i t = _mm_add_epi32(_mm256_castsi256_si128(s),
 						  _mm256_extracti128_si256(s, 1));
-			int32_t sum;
 
 			t = _mm_add_epi32(t, _mm_shuffle_epi32(t, _MM_SHUFFLE(1, 0, 3, 2)));
 			t = _mm_add_epi32(t, _mm_shuffle_epi32(t, _MM_SHUFFLE(2, 3, 0, 1)));
 			sum = _mm_cvtsi128_si32(t);
+		}
+		if (b < grouped) { /* see the top: halves of the group's blocks, 4 lanes each */
+			uint64_t g = b & ~(uint64_t)1, i = b - g;
+
+			_mm_storeu_si128((void *)(q + g * QK + i * 16), _mm256_castsi256_si128(p8));
+			_mm_storeu_si128((void *)(q + g * QK + 32 + i * 16),
+					 _mm256_extracti128_si256(p8, 1));
+			_mm_storeu_ps(dxv + g * 8 + i * 4, _mm_set1_ps(d));
+			_mm_storeu_si128((void *)(bias + g * 8 + i * 4), _mm_set1_epi32(-2 * sum));
+		} else {
+			_mm256_storeu_si256((void *)(q + b * QK), p8);
 			_mm256_storeu_ps(dxv + b * 8, _mm256_set1_ps(d));
 			_mm256_storeu_si256((void *)(bias + b * 8),
-					    _mm256_set1_epi32(sum * bias_mul));
+					    _mm256_set1_epi32(q4 ? -sum : 0));
 		}
 	}
 }
@@ -1164,7 +1268,7 @@ struct qx_ctx {
 	const float *x;
 	const struct xq *xq;
 	uint64_t k;
-	int nb, bias_mul, xu;
+	int nb, q4, xu;
 };
 
 static void qx_task(void *arg, int i, int n)
@@ -1175,8 +1279,8 @@ static void qx_task(void *arg, int i, int n)
 	for (int a = a0; a < a1; a++)
 		c->kp->quant_x(c->x + (uint64_t)a * c->k, c->xq->q + (uint64_t)a * c->k,
 			       c->xq->dxv + (uint64_t)a * c->xq->nblk * 8,
-			       c->xq->bias + (uint64_t)a * c->xq->nblk * 8, c->xq->nblk,
-			       c->bias_mul, c->xu);
+			       c->xq->bias + (uint64_t)a * c->xq->nblk * 8, c->xq->nblk, c->q4,
+			       c->xu);
 }
 
 void kern_matmul(struct kern_pool *p, uint32_t wtype, const void *w, uint64_t rows, uint64_t k,
@@ -1198,13 +1302,8 @@ void kern_matmul(struct kern_pool *p, uint32_t wtype, const void *w, uint64_t ro
 		size_t qb = ((size_t)nb * k + 63) & ~(size_t)63;
 		size_t vb = (size_t)nb * nblk * 8 * 4;
 		uint8_t *s = scratch_get(p, qb + 2 * vb, &own);
-		struct qx_ctx qc = {c.kp,
-				    x,
-				    &xq,
-				    k,
-				    nb,
-				    wtype == KERN_Q4_0 ? -1 : 0,
-				    wtype == KERN_Q8_0 && c.kp->q8_xu};
+		struct qx_ctx qc = {
+		    c.kp, x, &xq, k, nb, wtype == KERN_Q4_0, wtype == KERN_Q8_0 && c.kp->q8_xu};
 
 		xq = (struct xq){(int8_t *)s, (float *)(s + qb), (int32_t *)(s + qb + vb), nblk};
 		/* a few µs for one row; for a prefill batch worth sharing */
@@ -1285,7 +1384,6 @@ void kern_axpy_f32(float *y, float a, const float *x, uint64_t n)
 }
 
 #else /* KERN_TEMPLATE: the AVX-512 kernels, compiled once with VNNI and once without */
-
 /* [d0 × 8, d1 × 8] from the f16 scales of two blocks */
 static KTGT inline __m512 KN(pair_scale)(const uint8_t *b0, const uint8_t *b1)
 {
@@ -1300,116 +1398,179 @@ static KTGT inline __m512 KN(pair_scale)(const uint8_t *b0, const uint8_t *b1)
 	    _mm512_castps128_ps512(f));
 }
 
+/* word indexes of block scales in a 64-byte window: 2 Q8_0 blocks, 4 Q4_0 blocks */
 static const uint16_t KN(q8_sidx)[32] = {0, 0, 0, 0, 0, 0, 0, 0, 17, 17, 17, 17, 17, 17, 17, 17};
-static const uint16_t KN(q4_sidx)[32] = {0,  0,	 0,  0,	 0,  0,	 0,  0,	 9,  9,	 9,
-					 9,  9,	 9,  9,	 9,  18, 18, 18, 18, 18, 18,
-					 18, 18, 27, 27, 27, 27, 27, 27, 27, 27};
+static const uint16_t KN(q4_sidx)[32] = {0, 0, 0, 0, 9, 9, 9, 9, 18, 18, 18, 18, 27, 27, 27, 27};
 
 /*
- * Scale vectors of blocks p..p+3 (see pair_scale) with one word permute per
- * 64 bytes of row instead of scalar loads: a 64-byte window at block p holds
- * the scales of 4 Q4_0 blocks (18 bytes each) or of 2 Q8_0 blocks (34).
- * The caller guarantees the 4 blocks exist, so every window stays in the row.
+ * Scale vectors of Q8_0 blocks p..p+3 (see pair_scale) with one word permute
+ * per 64 bytes of row instead of scalar loads: a 64-byte window at block p
+ * holds the scales of 2 blocks (34 bytes each). The caller guarantees the 4
+ * blocks exist, so every window stays in the row.
  */
-static KTGT inline __attribute__((always_inline)) void
-KN(quad_scale)(uint32_t type, const uint8_t *w, uint64_t p, __m512 *ws)
+static KTGT inline __attribute__((always_inline)) void KN(quad_scale)(const uint8_t *w, uint64_t p,
+								      __m512 *ws)
 {
-	if (type == KERN_Q8_0) {
-		__m512i idx = _mm512_loadu_si512((const void *)KN(q8_sidx));
+	__m512i idx = _mm512_loadu_si512((const void *)KN(q8_sidx));
 
-		for (int i = 0; i < 2; i++) {
-			__m512i v = _mm512_loadu_si512((const void *)(w + (p + 2 * i) * Q8_BYTES));
+	for (int i = 0; i < 2; i++) {
+		__m512i v = _mm512_loadu_si512((const void *)(w + (p + 2 * i) * Q8_BYTES));
 
-			ws[i] = _mm512_cvtph_ps(
-			    _mm512_castsi512_si256(_mm512_permutexvar_epi16(idx, v)));
-		}
-	} else {
-		__m512i v = _mm512_loadu_si512((const void *)(w + p * Q4_BYTES));
-
-		v = _mm512_permutexvar_epi16(_mm512_loadu_si512((const void *)KN(q4_sidx)), v);
-		ws[0] = _mm512_cvtph_ps(_mm512_castsi512_si256(v));
-		ws[1] = _mm512_cvtph_ps(_mm512_extracti64x4_epi64(v, 1));
+		ws[i] = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutexvar_epi16(idx, v)));
 	}
 }
 
 /*
- * Blocks p and p+1 of a weight row against na activation rows: the weights
- * are decoded once into 64 bytes and a scale vector, then each activation
- * costs one dot, one convert and two float ops.
+ * Q8_0 blocks p and p+1 of a weight row against na activation rows: the
+ * weights are loaded once into 64 bytes and a scale vector, then each
+ * activation costs one dot, one convert and two float ops.
  *
  * VNNI multiplies unsigned by signed bytes. There the activations are the
- * unsigned side, stored as x + 128, and the weights stay signed (Q4_0:
- * nibble - 8); the dot then holds 128 * sum(w) too much, and that term,
- * shared by every activation, starts the accumulator negated. Without VNNI,
- * maddubs saturates 16-bit pair sums, so the weights are the unsigned side:
- * |w| against x with w's sign (Q8_0), or the raw nibble with the xq bias
- * taking 8 * sum(x) back (Q4_0).
+ * unsigned side, stored as x + 128, and the weights stay signed; the dot
+ * then holds 128 * sum(w) too much, and that term, shared by every
+ * activation, starts the accumulator negated. Without VNNI, maddubs
+ * saturates 16-bit pair sums, so the weights are the unsigned side: |w|
+ * against x with w's sign.
  */
-static KTGT inline __attribute__((always_inline)) void KN(pair_q)(uint32_t type, const uint8_t *w,
-								  uint64_t p, const struct xrow *x,
-								  int na, __m512 *acc,
-								  const __m512 *wsp)
+static KTGT inline __attribute__((always_inline)) void KN(pair_q8)(const uint8_t *w, uint64_t p,
+								   const struct xrow *x, int na,
+								   __m512 *acc, const __m512 *wsp)
 {
-	const uint8_t *b0, *b1;
-	__m512i wv;
-	__m512 ws;
+	const uint8_t *b0 = w + p * Q8_BYTES, *b1 = b0 + Q8_BYTES;
+	__m512i wv =
+	    _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const void *)(b0 + 2))),
+			       _mm256_loadu_si256((const void *)(b1 + 2)), 1);
+	__m512 ws = wsp ? *wsp : KN(pair_scale)(b0, b1);
 #if KV
-	__m512i base;
+	__m512i base = _mm512_sub_epi32(
+	    _mm512_setzero_si512(),
+	    _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8((char)0x80), wv));
 #else
-	__mmask64 neg = 0;
-#endif
+	__mmask64 neg = _mm512_movepi8_mask(wv);
 
-	if (type == KERN_Q8_0) {
-		b0 = w + p * Q8_BYTES;
-		b1 = b0 + Q8_BYTES;
-		wv = _mm512_inserti64x4(
-		    _mm512_castsi256_si512(_mm256_loadu_si256((const void *)(b0 + 2))),
-		    _mm256_loadu_si256((const void *)(b1 + 2)), 1);
-#if !KV
-		neg = _mm512_movepi8_mask(wv);
-		wv = _mm512_abs_epi8(wv);
+	wv = _mm512_abs_epi8(wv);
 #endif
-	} else {
-		__m256i v;
-		__m512i t;
-
-		b0 = w + p * Q4_BYTES;
-		b1 = b0 + Q4_BYTES;
-		v = _mm256_inserti128_si256(
-		    _mm256_castsi128_si256(_mm_loadu_si128((const void *)(b0 + 2))),
-		    _mm_loadu_si128((const void *)(b1 + 2)), 1);
-		/* [lo0, lo1, hi0, hi1] → [lo0, hi0, lo1, hi1]: element order of the blocks */
-		t = _mm512_inserti64x4(_mm512_castsi256_si512(v), _mm256_srli_epi16(v, 4), 1);
-		t = _mm512_and_si512(t, _mm512_set1_epi8(0x0f));
-		wv = _mm512_shuffle_i64x2(t, t, _MM_SHUFFLE(3, 1, 2, 0));
-	}
-#if KV
-	base = type == KERN_Q8_0
-		   ? _mm512_sub_epi32(_mm512_setzero_si512(),
-				      _mm512_dpbusd_epi32(_mm512_setzero_si512(),
-							  _mm512_set1_epi8((char)0x80), wv))
-		   : _mm512_setzero_si512();
-#endif
-	ws = wsp ? *wsp : KN(pair_scale)(b0, b1);
 #pragma GCC unroll 4
 	for (int a = 0; a < na; a++) {
 		__m512i xv = _mm512_loadu_si512((const void *)(x[a].q + p * QK)), iv;
 		__m512 s = _mm512_mul_ps(ws, _mm512_loadu_ps(x[a].dx + p * 8));
 
 #if KV
-		if (type == KERN_Q8_0)
-			iv = _mm512_dpbusd_epi32(base, xv, wv);
-		else /* nibbles are the unsigned side, xq holds signed x and the bias */
-			iv = _mm512_dpbusd_epi32(
-			    _mm512_loadu_si512((const void *)(x[a].bs + p * 8)), wv, xv);
+		iv = _mm512_dpbusd_epi32(base, xv, wv);
 #else
-		iv = _mm512_loadu_si512((const void *)(x[a].bs + p * 8));
-		if (type == KERN_Q8_0)
-			xv = _mm512_mask_sub_epi8(xv, neg, _mm512_setzero_si512(), xv);
-		iv = _mm512_add_epi32(
-		    iv, _mm512_madd_epi16(_mm512_maddubs_epi16(wv, xv), _mm512_set1_epi16(1)));
+		xv = _mm512_mask_sub_epi8(xv, neg, _mm512_setzero_si512(), xv);
+		iv = _mm512_madd_epi16(_mm512_maddubs_epi16(wv, xv), _mm512_set1_epi16(1));
 #endif
 		acc[a] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(iv), s, acc[a]);
+	}
+}
+
+/*
+ * Q4_0 blocks p..p+3, a group (see the top), against na activation rows:
+ * four 16-byte loads, an and and a shift give the 128 nibbles in the order
+ * the activations were stored in; the 4 scales come from one 64-byte window
+ * (18-byte blocks) and one word permute. Each activation then costs two
+ * dots, one convert and two float ops for 128 elements. The nibbles are
+ * the unsigned side (VNNI or maddubs), the xq bias takes 8 * sum(x) back;
+ * maddubs cannot saturate here (|pair| <= 2 * 15 * 127, twice that summed).
+ */
+static KTGT inline __attribute__((always_inline)) void
+KN(group_q4)(const uint8_t *w, uint64_t p, const struct xrow *x, int na, __m512 *acc)
+{
+	const uint8_t *b = w + p * Q4_BYTES;
+	const __m512i m4 = _mm512_set1_epi8(0x0f);
+	__m256i v01 =
+	    _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const void *)(b + 2))),
+				    _mm_loadu_si128((const void *)(b + Q4_BYTES + 2)), 1);
+	__m256i v23 = _mm256_inserti128_si256(
+	    _mm256_castsi128_si256(_mm_loadu_si128((const void *)(b + 2 * Q4_BYTES + 2))),
+	    _mm_loadu_si128((const void *)(b + 3 * Q4_BYTES + 2)), 1);
+	__m512i v = _mm512_inserti64x4(_mm512_castsi256_si512(v01), v23, 1);
+	__m512i lo = _mm512_and_si512(v, m4), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+	__m512 ws = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutexvar_epi16(
+	    _mm512_loadu_si512((const void *)KN(q4_sidx)), _mm512_loadu_si512((const void *)b))));
+
+#pragma GCC unroll 4
+	for (int a = 0; a < na; a++) {
+		const int8_t *xq = x[a].q + p * QK;
+		__m512i iv = _mm512_loadu_si512((const void *)(x[a].bs + p * 8));
+
+#if KV
+		iv = _mm512_dpbusd_epi32(iv, lo, _mm512_loadu_si512((const void *)xq));
+		iv = _mm512_dpbusd_epi32(iv, hi, _mm512_loadu_si512((const void *)(xq + 64)));
+#else
+		iv = _mm512_add_epi32(
+		    iv,
+		    _mm512_madd_epi16(
+			_mm512_add_epi16(
+			    _mm512_maddubs_epi16(lo, _mm512_loadu_si512((const void *)xq)),
+			    _mm512_maddubs_epi16(hi, _mm512_loadu_si512((const void *)(xq + 64)))),
+			_mm512_set1_epi16(1)));
+#endif
+		acc[a] =
+		    _mm512_fmadd_ps(_mm512_cvtepi32_ps(iv),
+				    _mm512_mul_ps(ws, _mm512_loadu_ps(x[a].dx + p * 8)), acc[a]);
+	}
+}
+
+/* Block p alone, in 256 bits and the plain layout: the tail of a row. */
+static KTGT inline __attribute__((always_inline)) void
+KN(one_q)(uint32_t type, const uint8_t *w, uint64_t p, const struct xrow *x, int na, __m512 *acc)
+{
+	const uint8_t *b0;
+	__m256i wv;
+	__m256 ws;
+#if KV
+	__m256i base = _mm256_setzero_si256();
+#else
+	__m256i sg = _mm256_setzero_si256();
+#endif
+
+	if (type == KERN_Q8_0) {
+		b0 = w + p * Q8_BYTES;
+		wv = _mm256_loadu_si256((const void *)(b0 + 2));
+#if KV
+		base = _mm256_sub_epi32(
+		    _mm256_setzero_si256(),
+		    _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8((char)0x80), wv));
+#else
+		sg = wv;
+		wv = _mm256_abs_epi8(wv);
+#endif
+	} else {
+		__m128i v;
+
+		b0 = w + p * Q4_BYTES;
+		v = _mm_loadu_si128((const void *)(b0 + 2));
+		wv = _mm256_and_si256(
+		    _mm256_inserti128_si256(_mm256_castsi128_si256(v), _mm_srli_epi16(v, 4), 1),
+		    _mm256_set1_epi8(0x0f));
+	}
+	ws = _mm256_broadcastss_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(b0[0] | b0[1] << 8)));
+#pragma GCC unroll 4
+	for (int a = 0; a < na; a++) {
+		__m256i xv = _mm256_loadu_si256((const void *)(x[a].q + p * QK)), iv;
+		__m256 s = _mm256_mul_ps(ws, _mm256_loadu_ps(x[a].dx + p * 8));
+		__m256 r;
+
+#if KV
+		if (type == KERN_Q8_0)
+			iv = _mm256_dpbusd_epi32(base, xv, wv);
+		else
+			iv = _mm256_dpbusd_epi32(
+			    _mm256_loadu_si256((const void *)(x[a].bs + p * 8)), wv, xv);
+#else
+		if (type == KERN_Q8_0) {
+			xv = _mm256_sign_epi8(xv, sg);
+			iv = _mm256_setzero_si256();
+		} else {
+			iv = _mm256_loadu_si256((const void *)(x[a].bs + p * 8));
+		}
+		iv = _mm256_add_epi32(
+		    iv, _mm256_madd_epi16(_mm256_maddubs_epi16(wv, xv), _mm256_set1_epi16(1)));
+#endif
+		r = _mm256_mul_ps(_mm256_cvtepi32_ps(iv), s);
+		acc[a] = _mm512_add_ps(acc[a], _mm512_zextps256_ps512(r));
 	}
 }
 
@@ -1434,74 +1595,30 @@ static KTGT inline __attribute__((always_inline)) void KN(row_q)(uint32_t type, 
 		x[a].dx = xq->dxv + (uint64_t)(a0 + a) * nblk * 8;
 		x[a].bs = xq->bias + (uint64_t)(a0 + a) * nblk * 8;
 	}
-	for (; p + 4 <= nblk; p += 4) {
-		__m512 ws[2];
+	if (type == KERN_Q8_0) {
+		for (; p + 4 <= nblk; p += 4) {
+			__m512 ws[2];
 
-		KN(quad_scale)(type, w, p, ws);
-		KN(pair_q)(type, w, p, x, na, acc, &ws[0]);
-		KN(pair_q)(type, w, p + 2, x, na, acc2, &ws[1]);
-	}
-	if (p + 2 <= nblk) {
-		KN(pair_q)(type, w, p, x, na, acc, NULL);
-		p += 2;
-	}
-	if (p < nblk) { /* odd block count: the last block alone, in 256 bits */
-		const uint8_t *b0;
-		__m256i wv;
-		__m256 ws;
-#if KV
-		__m256i base;
-#else
-		__m256i sg = _mm256_setzero_si256();
-#endif
-
-		if (type == KERN_Q8_0) {
-			b0 = w + p * Q8_BYTES;
-			wv = _mm256_loadu_si256((const void *)(b0 + 2));
-#if !KV
-			sg = wv;
-			wv = _mm256_abs_epi8(wv);
-#endif
-		} else {
-			__m128i v;
-
-			b0 = w + p * Q4_BYTES;
-			v = _mm_loadu_si128((const void *)(b0 + 2));
-			wv = _mm256_and_si256(_mm256_inserti128_si256(_mm256_castsi128_si256(v),
-								      _mm_srli_epi16(v, 4), 1),
-					      _mm256_set1_epi8(0x0f));
+			KN(quad_scale)(w, p, ws);
+			KN(pair_q8)(w, p, x, na, acc, &ws[0]);
+			KN(pair_q8)(w, p + 2, x, na, acc2, &ws[1]);
 		}
-#if KV
-		base = type == KERN_Q8_0
-			   ? _mm256_sub_epi32(_mm256_setzero_si256(),
-					      _mm256_dpbusd_epi32(_mm256_setzero_si256(),
-								  _mm256_set1_epi8((char)0x80), wv))
-			   : _mm256_setzero_si256();
-#endif
-		ws = _mm256_set1_ps(rd_f16(b0));
-#pragma GCC unroll 4
-		for (int a = 0; a < na; a++) {
-			__m256i xv = _mm256_loadu_si256((const void *)(x[a].q + p * QK)), iv;
-			__m256 s = _mm256_mul_ps(ws, _mm256_loadu_ps(x[a].dx + p * 8));
-			__m256 r;
-
-#if KV
-			if (type == KERN_Q8_0)
-				iv = _mm256_dpbusd_epi32(base, xv, wv);
-			else
-				iv = _mm256_dpbusd_epi32(
-				    _mm256_loadu_si256((const void *)(x[a].bs + p * 8)), wv, xv);
-#else
-			iv = _mm256_loadu_si256((const void *)(x[a].bs + p * 8));
-			if (type == KERN_Q8_0)
-				xv = _mm256_sign_epi8(xv, sg);
-			iv = _mm256_add_epi32(iv, _mm256_madd_epi16(_mm256_maddubs_epi16(wv, xv),
-								    _mm256_set1_epi16(1)));
-#endif
-			r = _mm256_mul_ps(_mm256_cvtepi32_ps(iv), s);
-			acc[a] = _mm512_add_ps(acc[a], _mm512_zextps256_ps512(r));
+		if (p + 2 <= nblk) {
+			KN(pair_q8)(w, p, x, na, acc, NULL);
+			p += 2;
+		}
+	} else {
+		for (; p + 8 <= nblk; p += 8) {
+			KN(group_q4)(w, p, x, na, acc);
+			KN(group_q4)(w, p + 4, x, na, acc2);
+		}
+		if (p + 4 <= nblk) {
+			KN(group_q4)(w, p, x, na, acc);
+			p += 4;
 		}
 	}
+	for (; p < nblk; p++)
+		KN(one_q)(type, w, p, x, na, acc2);
 #pragma GCC unroll 4
 	for (int a = 0; a < na; a++)
 		out[a] = _mm512_reduce_add_ps(_mm512_add_ps(acc[a], acc2[a]));
@@ -1618,9 +1735,10 @@ static KTGT void KN(rows_f)(const struct mm_job *j, uint64_t r0, uint64_t r1)
 
 /* Same arithmetic as quant_x_port, 32 floats at a time. */
 static KTGT void KN(quant_x)(const float *x, int8_t *q, float *dxv, int32_t *bias, uint64_t nblk,
-			     int bias_mul, int xu)
+			     int q4, int xu)
 {
 	const __m512 sgn = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff));
+	uint64_t grouped = q4 ? nblk & ~(uint64_t)3 : 0; /* blocks in Q4_0 groups of 4 */
 
 	for (uint64_t b = 0; b < nblk; b++) {
 		__m512 x0 = _mm512_loadu_ps(x + b * QK), x1 = _mm512_loadu_ps(x + b * QK + 16);
@@ -1631,12 +1749,21 @@ static KTGT void KN(quant_x)(const float *x, int8_t *q, float *dxv, int32_t *bia
 		__m512i i1 = _mm512_cvtps_epi32(_mm512_mul_ps(x1, _mm512_set1_ps(id)));
 		int32_t s = _mm512_reduce_add_epi32(_mm512_add_epi32(i0, i1));
 
-		if (xu) { /* the unsigned side of VNNI's products: x + 128 (see pair_q) */
+		if (b < grouped) { /* see the top: halves of the group's blocks, 4 lanes each */
+			uint64_t g = b & ~(uint64_t)3, i = b - g;
+
+			_mm_storeu_si128((void *)(q + g * QK + i * 16), _mm512_cvtepi32_epi8(i0));
+			_mm_storeu_si128((void *)(q + g * QK + 64 + i * 16),
+					 _mm512_cvtepi32_epi8(i1));
+			_mm_storeu_ps(dxv + g * 8 + i * 4, _mm_set1_ps(d));
+			_mm_storeu_si128((void *)(bias + g * 8 + i * 4), _mm_set1_epi32(-2 * s));
+			continue;
+		}
+		if (xu) { /* the unsigned side of VNNI's products: x + 128 (see pair_q8) */
 			i0 = _mm512_add_epi32(i0, _mm512_set1_epi32(128));
 			i1 = _mm512_add_epi32(i1, _mm512_set1_epi32(128));
-		} else {
-			_mm256_storeu_si256((void *)(bias + b * 8),
-					    _mm256_set1_epi32(s * bias_mul));
+		} else if (q4) {
+			_mm256_storeu_si256((void *)(bias + b * 8), _mm256_set1_epi32(-s));
 		}
 		_mm_storeu_si128((void *)(q + b * QK), _mm512_cvtepi32_epi8(i0));
 		_mm_storeu_si128((void *)(q + b * QK + 16), _mm512_cvtepi32_epi8(i1));
