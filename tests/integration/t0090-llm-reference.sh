@@ -8,8 +8,10 @@
 # Tolerances, measured (max |a-b| over a position's logits / their std):
 #   f32, f16, bf16 weights: ~1e-6 (float32 arithmetic)          -> 1e-4, top-1 all
 #   q8_0, q4_0 vs the reference with 8-bit activations (--act-q8,
-#     as the engine quantises them): ~1e-6, 1e-3 where a rounding
-#     flips                                                      -> 1e-2, top-1 all
+#     as the engine quantises them): ~1e-6; where float summation order
+#     flips the rounding of one 8-bit activation, the positions after it
+#     drift by up to ~2e-2 (seen on the AVX2 path; paths sum in different
+#     orders)                              -> 1e-2 on 75% of positions, 5e-2 max, top-1 all
 #   q8_0, q4_0 vs the plain float64 reference: ~3.5e-2         -> 6e-2, top-1 >= 90%
 . "$(dirname "$0")/lib.sh"
 
@@ -24,15 +26,16 @@ if ! $PY -c 'import numpy' 2>/dev/null; then
 	finish
 fi
 
-# cmp_logits NAME REL TOP1 MODEL TOKENS [reference flags]: engine (2 threads, chunks of 7) vs reference
+# cmp_logits NAME REL TOP1 MODEL TOKENS [reference flags]: engine (2 threads, chunks of 7) vs
+# reference; CMP_EXTRA adds compare flags (--within, --cap)
 cmp_logits() {
 	local name=$1 rel=$2 top1=$3 model=$4 toks=$5; shift 5
 	"$LLM" logits --model "$model" --tokens "$toks" --threads 2 --chunk 7 >"$T/c.json" 2>"$T/c.err" || {
 		not_ok "$name: ciel-llm logits failed: $(cat "$T/c.err")"; return; }
 	$PY "$REF" logits "$model" --tokens "$toks" "$@" >"$T/r.json" 2>"$T/r.err" || {
 		not_ok "$name: reference failed: $(tail -1 "$T/r.err")"; return; }
-	check "$name logits ($($PY "$REF" compare "$T/r.json" "$T/c.json" --rel "$rel" --top1 "$top1"))" \
-		$PY "$REF" compare "$T/r.json" "$T/c.json" --rel "$rel" --top1 "$top1"
+	check "$name logits ($($PY "$REF" compare "$T/r.json" "$T/c.json" --rel "$rel" --top1 "$top1" ${CMP_EXTRA:-}))" \
+		$PY "$REF" compare "$T/r.json" "$T/c.json" --rel "$rel" --top1 "$top1" ${CMP_EXTRA:-}
 }
 
 # --- stories260K: the real model ---
@@ -74,7 +77,7 @@ for ty in f32 f16 bf16 q8_0 q4_0; do
 		check "tiny $ty: greedy tokens equal the reference's" test "[$got]" = "$ref"
 		;;
 	*)
-		cmp_logits "tiny $ty vs 8-bit activations" 1e-2 1 "$m" "$TOKS" --act-q8
+		CMP_EXTRA="--within 0.75 --cap 5e-2" cmp_logits "tiny $ty vs 8-bit activations" 1e-2 1 "$m" "$TOKS" --act-q8
 		cmp_logits "tiny $ty vs float64" 6e-2 0.9 "$m" "$TOKS"
 		;;
 	esac

@@ -16,7 +16,7 @@ neither code nor structure.
   reference.py write OUT --kind qwen2|llama3|tied [--version 1|2|3]
                                                a random model gen does not make
   reference.py encode MODEL TEXT               SentencePiece ids (with BOS)
-  reference.py compare A.json B.json --rel TOL [--top1 FRAC]
+  reference.py compare A.json B.json --rel TOL [--top1 FRAC] [--within FRAC --cap MAX]
                                                logits of A and B agree: per
                                                position, max|a-b| / std(a) <= TOL
                                                and argmax equal in >= FRAC of them
@@ -287,22 +287,29 @@ def arg(argv, name, default=None):
     return default
 
 
-def compare(a, b, rel, top1):
-    """Print the figures; return True if the logits of b match a."""
+def compare(a, b, rel, top1, within=1.0, cap=None):
+    """Print the figures; return True if the logits of b match a: at least a
+    fraction `within` of the positions within rel, none past cap (default rel),
+    and top-1 agreement on at least a fraction top1."""
     la, lb = np.array(a["logits"]), np.array(b["logits"])
     if la.shape != lb.shape:
         print("shape %s != %s" % (la.shape, lb.shape))
         return False
     worst = 0.0
     agree = 0
+    close = 0
     for i in range(la.shape[0]):
         d = np.max(np.abs(la[i] - lb[i])) / max(np.std(la[i]), 1e-12)
         worst = max(worst, d)
+        close += int(d <= rel)
         agree += int(np.argmax(la[i]) == np.argmax(lb[i]))
     frac = agree / la.shape[0]
-    print("positions=%d max_rel_diff=%.3g top1_agree=%.3f (tolerance %.3g, %.3f)"
-          % (la.shape[0], worst, frac, rel, top1))
-    return worst <= rel and frac >= top1
+    cfrac = close / la.shape[0]
+    cap = rel if cap is None else cap
+    print("positions=%d max_rel_diff=%.3g within_tol=%.3f top1_agree=%.3f "
+          "(tolerance %.3g on %.2f, max %.3g, top1 %.3f)"
+          % (la.shape[0], worst, cfrac, frac, rel, within, cap, top1))
+    return cfrac >= within and worst <= cap and frac >= top1
 
 
 def main(argv):
@@ -315,7 +322,9 @@ def main(argv):
             a = json.load(f)
         with open(argv[3]) as f:
             b = json.load(f)
-        ok = compare(a, b, float(arg(argv, "--rel", "1e-4")), float(arg(argv, "--top1", "1")))
+        cap = arg(argv, "--cap", None)
+        ok = compare(a, b, float(arg(argv, "--rel", "1e-4")), float(arg(argv, "--top1", "1")),
+                     float(arg(argv, "--within", "1")), float(cap) if cap else None)
         return 0 if ok else 1
     if cmd == "write":
         kind = arg(argv, "--kind", "qwen2")
