@@ -19,6 +19,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
@@ -28,7 +29,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -118,6 +122,43 @@ uid_t agent_worker_uid(const char *tenant)
 	if (!tenant[0])
 		return (uid_t)AGENT_UID_PUBLIC;
 	return (uid_t)(AGENT_UID_BASE + fnv1a(tenant) % AGENT_UID_SPAN);
+}
+
+void agent_worker_exec(const int *fds, int n, int exe, uid_t uid, pid_t parent,
+		       const char *const *argv)
+{
+	int hi[16];
+	sigset_t none;
+
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	signal(SIGPIPE, SIG_DFL);
+	setsid();
+	if (n > (int)(sizeof(hi) / sizeof(hi[0])))
+		_exit(124);
+	/* first out of the way of 0..n-1, so no dup2 below overwrites a source */
+	for (int i = 0; i < n; i++)
+		if ((hi[i] = fcntl(fds[i], F_DUPFD, n)) < 0)
+			_exit(124);
+	for (int i = 0; i < n; i++)
+		if (dup2(hi[i], i) < 0)
+			_exit(124);
+	if (fcntl(exe, F_SETFD, FD_CLOEXEC) < 0)
+		_exit(124);
+	syscall(SYS_close_range, (unsigned)n, ~0U, 0U);
+	if (uid && (setgroups(0, NULL) < 0 || setresgid(uid, uid, uid) < 0 ||
+		    setresuid(uid, uid, uid) < 0))
+		_exit(123);
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+		_exit(123);
+	if (parent > 0) {
+		if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0)
+			_exit(123);
+		if (getppid() != parent)
+			_exit(126); /* the agent went while we were being born */
+	}
+	syscall(SYS_execveat, exe, "", (char *const *)argv, environ, AT_EMPTY_PATH);
+	_exit(127);
 }
 
 int agent_post_report(struct client *c, const char *path, const json_t *report, const char *what,

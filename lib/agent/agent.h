@@ -81,6 +81,19 @@ void agent_host_id(const char *state, const char *node, char *out, size_t size);
 uid_t agent_worker_uid(const char *tenant);
 
 /*
+ * In the child of a fork(), become a worker (quantum job, model endpoint):
+ * default signal mask and SIGPIPE, a session of its own, fds[i] as
+ * descriptor i for i < n and every other descriptor closed (fds[exe], the
+ * binary, close-on-exec), uid's ids (0: stay), no new privileges, and, when
+ * parent > 0, death with that parent (set after the uid change, which clears
+ * it; exits at once if the parent went already). Then execveat(fds[exe], argv).
+ * Async-signal-safe. Never returns: _exit 124 (descriptors), 123 (uid or
+ * prctl), 126 (parent gone), 127 (exec).
+ */
+__attribute__((noreturn)) void agent_worker_exec(const int *fds, int n, int exe, uid_t uid,
+						 pid_t parent, const char *const *argv);
+
+/*
  * POST report to the region at path. 0 accepted, 1 refused for good (a 4xx:
  * sending it again would not help), -1 try again later (no answer, 5xx, 408,
  * 429, or 401: a clock out of step or a region restarting heals). The log

@@ -11,7 +11,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
-#include <grp.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <signal.h>
@@ -19,9 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -624,25 +621,10 @@ static int spawn(struct llmw *l, struct ep *e, const char *model, struct ciel_er
 		goto out;
 	}
 	if (pid == 0) {
-		/* the child of a threaded process: async-signal-safe calls only */
-		sigset_t none;
+		/* no parent-death signal: the worker outlives the agent, which adopts it */
+		const int fds[] = {null_fd, err_fd, err_fd, model_fd, run_fd, exe_fd};
 
-		sigemptyset(&none);
-		sigprocmask(SIG_SETMASK, &none, NULL);
-		signal(SIGPIPE, SIG_DFL);
-		setsid(); /* a group of its own, outliving the agent */
-		if (dup2(null_fd, 0) < 0 || dup2(err_fd, 1) < 0 || dup2(err_fd, 2) < 0 ||
-		    dup2(model_fd, 3) < 0 || dup2(run_fd, 4) < 0 || dup2(exe_fd, 5) < 0 ||
-		    fcntl(5, F_SETFD, FD_CLOEXEC) < 0)
-			_exit(124);
-		syscall(SYS_close_range, 6U, ~0U, 0U);
-		if (uid && (setgroups(0, NULL) < 0 || setresgid(uid, uid, uid) < 0 ||
-			    setresuid(uid, uid, uid) < 0))
-			_exit(123);
-		if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
-			_exit(123);
-		syscall(SYS_execveat, 5, "", (char *const *)argv, environ, AT_EMPTY_PATH);
-		_exit(127);
+		agent_worker_exec(fds, 6, 5, uid, 0, argv);
 	}
 	e->pid = pid;
 	e->child = true;

@@ -12,12 +12,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
-#include <grp.h>
 #include <unistd.h>
 
 #include "agent/agent.h"
@@ -520,31 +517,13 @@ static int spawn(struct qjobs *q, struct qjob *j, const json_t *p, struct ciel_e
 	}
 	if (pid == 0) {
 		/* the child of a threaded process: async-signal-safe calls only */
-		sigset_t none;
+		const int fds[] = {in_fd, out_fd, err_fd, exe_fd};
 
-		sigemptyset(&none);
-		sigprocmask(SIG_SETMASK, &none, NULL);
-		signal(SIGPIPE, SIG_DFL);
-		setsid();
 		if (sched_setaffinity(0, sizeof(set), &set) < 0)
 			_exit(125);
 		if (!QJOB_SANITIZED)
 			setrlimit(RLIMIT_AS, &rl);
-		if (dup2(in_fd, 0) < 0 || dup2(out_fd, 1) < 0 || dup2(err_fd, 2) < 0 ||
-		    dup2(exe_fd, 3) < 0 || fcntl(3, F_SETFD, FD_CLOEXEC) < 0)
-			_exit(124);
-		syscall(SYS_close_range, 4U, ~0U, 0U);
-		if (uid && (setgroups(0, NULL) < 0 || setresgid(uid, uid, uid) < 0 ||
-			    setresuid(uid, uid, uid) < 0))
-			_exit(123);
-		/* after setresuid, which clears the parent-death signal */
-		if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 ||
-		    prctl(PR_SET_PDEATHSIG, SIGKILL) < 0)
-			_exit(123);
-		if (getppid() != parent)
-			_exit(126); /* the agent went while we were being born */
-		syscall(SYS_execveat, 3, "", (char *const *)argv, environ, AT_EMPTY_PATH);
-		_exit(127);
+		agent_worker_exec(fds, 4, 3, uid, parent, argv);
 	}
 	close(out_fd);
 	close(err_fd);
